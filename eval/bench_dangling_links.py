@@ -12,13 +12,17 @@ of ``--calls`` calls, the whole repeated ``--runs`` times) for:
 - ``every``: every note's keys written (a first index);
 - ``one``: one note's keys written (a one-note sync or event);
 - ``hub``: the path keys of the note most linked to lost (its rename, before it is written anew);
-- ``nothing``: nothing written or gone (no read).
+- ``nothing``: nothing written or gone (no read);
+- ``total``: ``dangling_total(store)``, every dangling link of the index counted (rel37: the first sync after one
+  that wrote; round 38's perf38 made it linear: at 10× the vault, ``--kb`` of ten copies, every title is ten notes').
 
 Prints one JSON line per run.
 
     PYTHONPATH=layers/kbsearch:tools nice -n 5 .venv/bin/python eval/bench_dangling_links.py          # walk36b
     PYTHONPATH=layers/kbsearch:tools nice -n 5 .venv/bin/python eval/bench_dangling_links.py --hub 50000 \\
         --cases hub --calls 5                                                                       # rev36e
+    PYTHONPATH=layers/kbsearch:tools nice -n 5 .venv/bin/python eval/bench_dangling_links.py --store STORE \
+        --cases total --calls 3                                                                     # perf38
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from kbsearch.config import Secrets, Settings
-from kbsearch.indexer import _scrolled, dangling_links, run_sync
+from kbsearch.indexer import _scrolled, dangling_links, dangling_total, run_sync
 from kbsearch.links import LINK_KEY, path_keys, stored_keys
 from kbsearch.qdrant import open_store
 
 VAULT = Path(__file__).resolve().parents[1] / ".." / "shared" / "kb" / "obsidian-help"
-CASES = ("every", "one", "hub", "nothing")
+CASES = ("every", "one", "hub", "nothing", "total")
 
 
 def hub_kb(folder: Path, notes: int) -> Path:
@@ -51,7 +55,12 @@ def hub_kb(folder: Path, notes: int) -> Path:
     return folder
 
 
-def timed(call: Callable[[], tuple[int, list[dict[str, str]]]], calls: int) -> tuple[float, int]:
+def counted(total: int | None) -> tuple[int, list[dict[str, str]], bool]:
+    """``dangling_total``'s answer as the check's (a count, no links listed, whether it was cut: then -1)."""
+    return (-1 if total is None else total), [], total is None
+
+
+def timed(call: Callable[[], tuple[int, list[dict[str, str]], bool]], calls: int) -> tuple[float, int]:
     """The median of ``calls`` calls, in ms, and the count the check answered."""
     times, found = [], 0
     for _ in range(calls):
@@ -120,6 +129,7 @@ def run(store: Any, cases: Sequence[str], calls: int, runs: int, hub: str | None
         "one": lambda: dangling_links(store, set(), one),
         "hub": lambda: dangling_links(store, set(path_keys(hub)), {}),
         "nothing": lambda: dangling_links(store, set(), {}),
+        "total": lambda: counted(dangling_total(store)),
     }
     facts = {"notes": len(firsts), "links": sum(map(len, written.values())), "hub": hub}
     facts["hub_linked_by"] = sum(linked[k] for k in path_keys(hub))

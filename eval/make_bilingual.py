@@ -114,6 +114,76 @@ def query_sets(vault: Path, kb: Path, languages: dict[str, str]) -> dict[str, li
     return sets
 
 
+def paired_names(corpus: Path) -> list[str]:
+    """The file names of ``corpus``'s pages, the same in its ``en/`` and ``ru/`` halves (else SystemExit)."""
+    halves = {lang: sorted(p.name for p in (corpus / lang).glob("*.md")) for lang in LANGS}
+    if halves["en"] != halves["ru"] or not halves["en"]:
+        raise SystemExit(f"{corpus}: the halves are not the same pages paired by file name")
+    return halves["en"]
+
+
+def titles(corpus: Path) -> dict[str, dict[str, str]]:
+    """language → page file name → its title, over ``corpus``'s ``en/`` and ``ru/`` halves."""
+    return {lang: {rel: title for rel, (_, title, _) in _notes(corpus / lang).items()} for lang in LANGS}
+
+
+def counted(kb: str, chosen: dict[str, str]) -> str:
+    """``<kb>: N Russian and M English pages``."""
+    return (f"{kb}: {sum(1 for lg in chosen.values() if lg == 'ru')} Russian and "
+            f"{sum(1 for lg in chosen.values() if lg == 'en')} English pages")  # fmt: skip
+
+
+def alternate(names: list[str], salt: str) -> dict[str, str]:
+    """name → the language kept: alternately Russian and English in the order of sha1(salt + ":" + name)."""
+    order = sorted(names, key=lambda n: hashlib.sha1(f"{salt}:{n}".encode(), usedforsecurity=False).hexdigest())
+    return {name: ("ru", "en")[n % 2] for n, name in enumerate(order)}
+
+
+def copy_pages(corpus: Path, out: Path, chosen: dict[str, str]) -> dict[str, str]:
+    """Write each page of ``chosen`` (file name → language) into ``out`` (emptied first) with the bytes of
+    ``corpus/<language>/<name>``; returns ``chosen``."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name, lang in chosen.items():
+        (out / name).write_bytes((corpus / lang / name).read_bytes())
+    return chosen
+
+
+def other(lang: str) -> str:
+    return "ru" if lang == "en" else "en"
+
+
+def paired_sets(
+    kb: Path,
+    chosen: dict[str, str],
+    asked: dict[str, dict[str, dict[str, str]]],
+    questions: dict[str, list[dict[str, object]]],
+) -> dict[str, list[dict[str, object]]]:
+    """The classes over a KB of pages paired by file name (``chosen``: name → the language kept): known items of each language; for each ``asked`` kind (kind → language → page →
+    its text in that language) the page's text in its own language (``<kind>-<lang>``) and in the other
+    (``<kind>-<lang>-to-<other>``); the hand-written ``questions`` (language → items, labels file names) by the
+    language their first answering page is kept in (``question-<lang>`` or ``cross-<lang>-to-<other>``)."""
+    notes = _notes(kb)
+    sets: dict[str, list[dict[str, object]]] = {}
+    for lang in LANGS:
+        sets[f"known-item-{lang}"] = known_items_in(notes, lang, {n for n, lg in chosen.items() if lg == lang})
+    for lang in LANGS:
+        for kind, texts in asked.items():
+            text = texts[lang]
+            own = [{"query": text[n], "kind": kind, "relevant": [n]} for n in sorted(chosen) if chosen[n] == lang]
+            across = [{"query": text[n], "kind": kind, "relevant": [n]} for n in sorted(chosen) if chosen[n] != lang]
+            sets[f"{kind}-{lang}"] = _unique(own)
+            sets[f"{kind}-{lang}-to-{other(lang)}"] = _unique(across)
+    for lang in LANGS:
+        for item in questions[lang]:
+            answer = chosen[str(item["relevant"][0])]  # type: ignore[index]
+            name = f"question-{lang}" if answer == lang else f"cross-{lang}-to-{answer}"
+            sets.setdefault(name, []).append({"query": item["query"], "kind": item["kind"],
+                                              "relevant": list(item["relevant"])})  # type: ignore[call-overload]  # fmt: skip
+    return sets
+
+
 def _unique(items: list[dict[str, object]]) -> list[dict[str, object]]:
     """Titles asked once: a title two pages share (none in the vault today) would have two answers."""
     count: dict[object, int] = {}

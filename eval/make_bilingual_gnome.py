@@ -26,19 +26,25 @@ The classes, all over the one bilingual KB (labels: file names in it):
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import sys
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_bilingual import LANGS, _unique, write_sets
-from make_query_sets import _notes, known_items_in
+from make_bilingual import (
+    HERE,
+    LANGS,
+    ROOT,
+    alternate,
+    copy_pages,
+    counted,
+    paired_names,
+    paired_sets,
+    titles,
+    write_sets,
+)
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 GNOME = HERE / "gnome"
 KB = ".kbsearch/bilg"  # the KB this builds, from the repository root
 SETS = HERE / "bilg"
@@ -46,57 +52,25 @@ SETS = HERE / "bilg"
 
 def choose(gnome: Path = GNOME) -> dict[str, str]:
     """page file name → the language kept: alternately Russian and English in the order of sha1("bilg:" + name)."""
-    halves = {lang: sorted(p.name for p in (gnome / lang).glob("*.md")) for lang in LANGS}
-    if halves["en"] != halves["ru"] or not halves["en"]:
-        raise SystemExit(f"{gnome}: the halves are not the same pages paired by file name")
-    order = sorted(halves["en"], key=lambda n: hashlib.sha1(f"bilg:{n}".encode(), usedforsecurity=False).hexdigest())
-    return {name: ("ru", "en")[n % 2] for n, name in enumerate(order)}
+    return alternate(paired_names(gnome), "bilg")
 
 
 def build_kb(out: Path, gnome: Path = GNOME) -> dict[str, str]:
     """Write the bilingual KB into ``out`` (emptied first); file name → its language."""
-    chosen = choose(gnome)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name, lang in chosen.items():
-        (out / name).write_bytes((gnome / lang / name).read_bytes())
-    return chosen
-
-
-def _other(lang: str) -> str:
-    return "ru" if lang == "en" else "en"
+    return copy_pages(gnome, out, choose(gnome))
 
 
 def query_sets(kb: Path, chosen: dict[str, str], gnome: Path = GNOME) -> dict[str, list[dict[str, object]]]:
-    notes = _notes(kb)
-    sets: dict[str, list[dict[str, object]]] = {}
-    for lang in LANGS:
-        sets[f"known-item-{lang}"] = known_items_in(notes, lang, {n for n, lg in chosen.items() if lg == lang})
-    titles = {lang: {rel: title for rel, (_, title, _) in _notes(gnome / lang).items()} for lang in LANGS}
     pages = yaml.safe_load((gnome / "pages.yaml").read_text(encoding="utf-8"))
-    for lang in LANGS:
-        other = _other(lang)
-        asked = {"title": titles[lang], "describe": {n: pages[n[:-3]][lang] for n in chosen}}
-        for kind, text in asked.items():
-            own = [{"query": text[n], "kind": kind, "relevant": [n]} for n in sorted(chosen) if chosen[n] == lang]
-            across = [{"query": text[n], "kind": kind, "relevant": [n]} for n in sorted(chosen) if chosen[n] != lang]
-            sets[f"{kind}-{lang}"] = _unique(own)
-            sets[f"{kind}-{lang}-to-{other}"] = _unique(across)
-    for lang in LANGS:
-        hand = yaml.safe_load((gnome / "queries" / f"gnome-question-{lang}.yaml").read_text(encoding="utf-8"))
-        for item in hand:
-            answer = chosen[item["relevant"][0]]
-            name = f"question-{lang}" if answer == lang else f"cross-{lang}-to-{answer}"
-            sets.setdefault(name, []).append({"query": item["query"], "kind": item["kind"],
-                                              "relevant": list(item["relevant"])})  # fmt: skip
-    return sets
+    describe = {lang: {n: pages[n[:-3]][lang] for n in chosen} for lang in LANGS}
+    questions = {lang: yaml.safe_load((gnome / "queries" / f"gnome-question-{lang}.yaml").read_text(encoding="utf-8"))
+                 for lang in LANGS}  # fmt: skip
+    return paired_sets(kb, chosen, {"title": titles(gnome), "describe": describe}, questions)
 
 
 def main() -> int:
     chosen = build_kb(ROOT / KB)
-    print(f"{KB}: {sum(1 for lg in chosen.values() if lg == 'ru')} Russian and "
-          f"{sum(1 for lg in chosen.values() if lg == 'en')} English pages")  # fmt: skip
+    print(counted(KB, chosen))
     header = (
         "# The query classes over a second KB written in two languages (issue 19, session 37, bil37): each page of\n"
         "# GNOME Help in Russian or in English, never both. Build the KB first (it is not committed):\n"

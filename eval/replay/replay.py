@@ -26,6 +26,10 @@ set changed, such as replay32's ``stale-lo`` pair) is refused, each such cell na
 ``--allow-stale`` replays it, each flagged ``STALE`` on stderr (:func:`stale_cells`; session 35). A class no listing
 names (a capture file named outside ``<model>-<anything>.pkl``) or whose corpus is not here counts as such a cell.
 
+A capture taken with ``--phases hybrid`` alone (bil37's ``bilg``) has its missing leg phases replayed from its
+captured legs (:func:`legs_replayed`: ``fuse``'s ``dense`` and ``lexical`` modes, which read GIMP's captures' eval
+phases exactly), so its cells' gaps print as every other capture's.
+
 ``MISMATCH`` means the tree replaying fuses differently from the tree that captured: the check is against the eval
 of the capture's tree, so a change to the fusion (or ``analyse``) since the capture shows there. Session 27's
 captures (taken after its two exact-match rules, before rev27's fixes: a checkout of ``02c051b`` replays them ``OK``
@@ -299,7 +303,25 @@ def load(
                              "--allow-stale):\n" + "\n".join(lines))  # fmt: skip
         for line in lines:
             print(f"STALE {line}", file=sys.stderr)
+    for captured in cells.values():
+        legs_replayed(captured)
     return attach(cells) if texts else cells
+
+
+def legs_replayed(captured: dict[str, Any]) -> None:
+    """A capture taken with ``--phases hybrid`` alone (bil37's ``bilg``, fus36a's deep captures) has no leg phase to
+    measure a gap against: each missing leg's nDCG@10 is the captured legs fused in that leg's own mode (one note per
+    best chunk of the dense, or of the BM25, legs: :func:`kbsearch.fusion.fuse`'s ``dense`` and ``lexical``), the
+    phase recorded in ``legs_replayed``. Over GIMP's captures, which hold both, this reads the eval's leg phases."""
+    phases = captured["phases"]
+    missing = [mode for mode in ("lexical", "dense") if mode not in phases]
+    for mode in missing:
+        phases[mode] = round(sum(ndcg_at([c.payload.get("path") for c in kbsearch.fusion.fuse(results, evidence, limit, mode)],
+                                         set(relevant), 10)
+                                 for _, relevant, results, evidence, limit in captured["rows"])
+                             / max(1, len(captured["rows"])), 4)  # fmt: skip
+    if missing:
+        captured["legs_replayed"] = missing
 
 
 def run(

@@ -90,7 +90,8 @@ def refs(items: list[Any]) -> list[tuple[str, str | None]]:
 
 def test_link_keys_follow_obsidian() -> None:
     assert path_keys("a/B c/Note.md") == ["note", "b c/note", "a/b c/note"]
-    assert link_key("Note.MD") == link_key("/note") == link_key("./Note") == "note"
+    assert link_key("Note.MD") == link_key("./Note") == "note"
+    assert link_key("/note") == link_key("/Note.md") == "/note"  # from the root: the whole path alone (adv38)
     assert link_key("Folder/Sub/Note") == "folder/sub/note"
     for attachment in ("x.png", "Doc.PDF", "board.canvas", "clip.mp4"):
         assert link_key(attachment) is None
@@ -638,7 +639,9 @@ def test_notes_with_huge_or_tangled_link_graphs_stay_bounded(load_search_app: An
     assert len(body["links"]["outgoing"]) == 1000 and "[[n19999]]" in body["body"]
     assert [r["path"] for r in body["links"]["backlinks"]] == ["echo.md", "spellings.md"]  # once each
     status, body = get(api, "/notes/spellings.md")
-    assert status == 200 and [(r["target"], r["path"]) for r in body["links"]["outgoing"]] == [("Many", "many.md")]
+    assert status == 200 and [(r["target"], r["path"]) for r in body["links"]["outgoing"]] == [
+        ("Many", "many.md"), ("/Many", "many.md"),  # `[[./Many]]` is a path from the root (adv38): another link
+    ]  # fmt: skip
     status, body = get(api, "/notes/self.md")
     assert status == 200 and [(r["target"], r["path"]) for r in body["links"]["outgoing"]] == [("self", "self.md")]
     assert body["links"]["backlinks"] == []  # a note is not its own backlink
@@ -750,7 +753,7 @@ def test_qdrant_cloud_is_asked_for_graph_keys_alone_once_every_note_holds_them(
     old = {} if recorded else OLD_GRAPH_FIELDS
     assert {c["key"] for c in meant} == {GRAPH_KEYS, *(v for k, v in old.items() if k != LINK_KEY)}
     assert {c["key"] for c in linking} == {GRAPH_KEYS, *(v for k, v in old.items() if k == LINK_KEY)}
-    assert {"key": GRAPH_KEYS, "match": {"any": ["l:hub"]}} in linking
+    assert {"key": GRAPH_KEYS, "match": {"any": ["l:hub", "l:/hub"]}} in linking  # and a link from the root (adv38)
     assert all(k.startswith(("p:", "n:")) for c in meant if c["key"] == GRAPH_KEYS for k in c["match"]["any"])
     assert all(k.startswith("l:") for c in linking if c["key"] == GRAPH_KEYS for k in c["match"]["any"])
 

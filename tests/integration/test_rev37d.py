@@ -52,7 +52,7 @@ def test_a_relative_link_to_a_folder_links_no_note_named_as_the_folder(tmp_path:
     })  # fmt: skip
     assert report.error is None, report.error
     welcome = note_links(load_search_app, settings, None, "pub/Welcome.md")
-    assert [(r["target"], r["path"]) for r in welcome["outgoing"]] == [("pub/Child", "pub/Child.md")]
+    assert [(r["target"], r["path"]) for r in welcome["outgoing"]] == [("/pub/Child", "pub/Child.md")]
     assert note_links(load_search_app, settings, None, "a/b/Deep.md")["outgoing"] == []
     for note in ("pub.md", "a.md"):
         assert note_links(load_search_app, settings, None, note)["backlinks"] == [], note

@@ -69,6 +69,31 @@ def _labels_hold(corpus: Path, entry: dict[str, str]) -> None:
                 assert terms <= set(tokenize((corpus / path).read_text(encoding="utf-8"))), (q.query, path)
 
 
+def _paired_kb(tmp_path: Path, script: str, corpus: str, halves: list[int]) -> tuple[object, Path, dict[str, str]]:
+    """``eval/<script>.py``'s KB built into ``tmp_path``: each page once, in one language, with the bytes of
+    ``eval/<corpus>/<language>/<page>``, ``halves`` (sorted) pages of each language; (module, KB, page → language)."""
+    module = _script(script)
+    kb = tmp_path / corpus
+    chosen = module.build_kb(kb)  # type: ignore[attr-defined]
+    assert sorted(chosen) == sorted(p.name for p in kb.glob("*.md"))
+    assert sorted(collections.Counter(chosen.values()).values()) == halves
+    for name, lang in chosen.items():
+        assert (kb / name).read_bytes() == (ROOT / "eval" / corpus / lang / name).read_bytes()
+    return module, kb, chosen
+
+
+def _committed_as_built(listing: str, name: str, kb: Path, built: dict[str, list[object]]) -> None:
+    """The manifest ``eval/<listing>`` lists ``built``'s classes in order over the KB ``name``, each committed set is
+    the one built, and its labels hold over ``kb``."""
+    manifest = yaml.safe_load((ROOT / "eval" / listing).read_text(encoding="utf-8"))
+    assert [m["class"] for m in manifest] == list(built)
+    for m in manifest:
+        assert m["corpus"] == name
+        committed = yaml.safe_load((ROOT / m["queries"]).read_text(encoding="utf-8"))
+        assert committed == built[m["class"]], m["class"]
+        _labels_hold(kb, m)
+
+
 def test_labels_name_existing_notes_and_known_items_are_in_them() -> None:
     for m in _manifest():
         _labels_hold((ROOT / m["corpus"]).resolve(), m)
@@ -139,24 +164,42 @@ def test_the_held_out_bilingual_kb_holds_each_gnome_page_once_and_its_sets_are_w
     Russian or in English, never both, about half each, with the page's own bytes; the committed sets (eval/bilg/) are
     what eval/make_bilingual_gnome.py builds over it, every label names a note of it, a known item's relevant notes
     hold every term of the query, and each class asks in the language it names for a page in the language it names."""
-    module = _script("make_bilingual_gnome")
-    kb = tmp_path / "bilg"
-    chosen = module.build_kb(kb)  # type: ignore[attr-defined]
-    gnome = ROOT / "eval" / "gnome"
-    assert len(chosen) == 243 and sorted(chosen) == sorted(p.name for p in kb.glob("*.md"))
-    assert sorted(collections.Counter(chosen.values()).values()) == [121, 122]
-    for name, lang in chosen.items():
-        assert (kb / name).read_bytes() == (gnome / lang / name).read_bytes()
+    module, kb, chosen = _paired_kb(tmp_path, "make_bilingual_gnome", "gnome", [121, 122])
     built = module.query_sets(kb, chosen)  # type: ignore[attr-defined]
-    manifest = yaml.safe_load((ROOT / "eval" / "classes-bilg.yaml").read_text(encoding="utf-8"))
-    assert [m["class"] for m in manifest] == list(built) and len(built) == 14
-    for m in manifest:
-        assert m["corpus"] == module.KB  # type: ignore[attr-defined]
-        committed = yaml.safe_load((ROOT / m["queries"]).read_text(encoding="utf-8"))
-        assert committed == built[m["class"]], m["class"]
-        _labels_hold(kb, m)
+    assert len(built) == 14
+    _committed_as_built("classes-bilg.yaml", module.KB, kb, built)  # type: ignore[attr-defined]
     for lang, other in (("en", "ru"), ("ru", "en")):
         for own, across in (("title", "title"), ("describe", "describe"), ("question", "cross")):
             assert all(chosen[q["relevant"][0]] == lang for q in built[f"{own}-{lang}"])
             to = f"{across}-{lang}-to-{other}"
             assert built[to] and all(chosen[q["relevant"][0]] == other for q in built[to])
+
+
+def test_the_third_bilingual_kb_holds_each_gimp_page_once_whose_russian_is_russian_and_its_sets_are_what_the_script_builds(
+    tmp_path: Path,
+) -> None:
+    """Session 38 (issue 19, bil38): the third KB written in two languages, held out, keeps each GIMP page whose
+    Russian body is at least half Cyrillic (206 of 260: gimp-help-ru leaves paragraphs in English) in Russian or in
+    English, never both, half each, with the page's own bytes; a page whose "Russian" is English is in neither; the
+    committed sets (eval/bilgimp/) are what eval/make_bilingual_gimp.py builds over it, no class under 15 queries
+    (question-en, 12, is dropped), there is no describe class (GIMP's pages have no <desc>), every label names a note
+    of it, and each class asks in the language it names for a page in the language it names."""
+    module, kb, chosen = _paired_kb(tmp_path, "make_bilingual_gimp", "gimp", [103, 103])
+    share = module.cyrillic_share  # type: ignore[attr-defined]
+    for page in (ROOT / "eval" / "gimp").glob("ru/*.md"):
+        russian = share(page.read_text(encoding="utf-8").split("\n---\n", 1)[1]) >= 0.5
+        assert (page.name in chosen) == russian, page.name
+    every = module.every_set(kb, chosen)  # type: ignore[attr-defined]
+    built = module.query_sets(kb, chosen)  # type: ignore[attr-defined]
+    assert sorted(set(every) - set(built)) == ["question-en"] and len(every["question-en"]) < 15
+    assert all(len(items) >= 15 for items in built.values()) and not any("describe" in name for name in built)
+    assert len(built) == 9
+    _committed_as_built("classes-bilgimp.yaml", module.KB, kb, built)  # type: ignore[attr-defined]
+    for lang, other in (("en", "ru"), ("ru", "en")):
+        for own, across in (("title", "title"), ("question", "cross")):
+            assert all(chosen[q["relevant"][0]] == lang for q in built.get(f"{own}-{lang}", []))
+            to = f"{across}-{lang}-to-{other}"
+            assert built[to] and all(chosen[q["relevant"][0]] == other for q in built[to])
+        cyrillic = [share(str(q["query"])) >= 0.5 for name in (f"title-{lang}", f"title-{lang}-to-{other}")
+                    for q in built[name]]  # fmt: skip
+        assert all(c == (lang == "ru") for c in cyrillic), lang

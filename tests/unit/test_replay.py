@@ -513,3 +513,22 @@ def test_fus37_s_variants_still_edit_this_tree_s_across() -> None:
     for name in variants.EDITS:
         edited = variants.variant(fusion, name)
         assert callable(edited) and edited is not fusion._across
+
+
+def test_a_capture_of_the_hybrid_phase_alone_replays_its_legs_for_the_gap(tmp_path: Path) -> None:
+    """bil37's ``bilg`` captures hold ``--phases hybrid`` alone: the replay measured no gap and stopped on the
+    missing ``lexical`` phase (a KeyError on main). Each missing leg's nDCG@10 is now the captured legs fused in that
+    leg's mode: dense ranks x, y, z, w and BM25 its ``bm25`` order, so over the five searches of ``_capture`` each
+    leg finds 1 + 1/log2(3) + 1/2 + 1 + 0 of 5 (0.6262)."""
+    e5, _ = _capture(tmp_path)
+    with e5.open("rb") as f:
+        cells = pickle.load(f)  # noqa: S301 (the test's own capture)
+    for cell in cells.values():
+        cell["phases"] = {"hybrid": cell["phases"]["hybrid"]}
+    with e5.open("wb") as f:
+        pickle.dump(cells, f)
+    done = _replay(e5, "--no-texts")
+    assert done.returncode == 0, done.stderr
+    assert re.search(
+        r"question-en +n= +5 lexical 0\.6262 dense 0\.6262 hybrid \d\.\d{4} gap [-+]\d\.\d{4}", done.stdout
+    )

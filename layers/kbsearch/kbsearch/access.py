@@ -670,7 +670,7 @@ def visible_links(links: Sequence[str], targets: LinkTargets | None, scope: Scop
     the restricted notes). A caller who may read every note ``targets`` names is hidden nothing and sees such
     links; so does every caller of an index recorded before ``names`` was, until its next full sync. A key the
     filter holds by chance (~1%) is shown: that tells nothing of a restricted note."""
-    from kbsearch.links import shown_link_key
+    from kbsearch.links import shown_link_key, unanchored
 
     if scope.groups is None:
         return list(links)
@@ -680,6 +680,7 @@ def visible_links(links: Sequence[str], targets: LinkTargets | None, scope: Scop
     shown = []
     for link in links:
         key = shown_link_key(link)
+        key = None if key is None else unanchored(key)  # a link from the root: as its whole path names a note
         if key is None:
             shown.append(link)
         elif key in targets.restricted:

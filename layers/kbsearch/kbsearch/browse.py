@@ -34,6 +34,7 @@ from kbsearch.links import (
     OLD_GRAPH_FIELDS,
     PATH_KEY,
     Linkable,
+    anchored_keys,
     graph_clauses,
     link_key,
     link_keys,
@@ -42,6 +43,7 @@ from kbsearch.links import (
     path_keys,
     resolve,
     stored_keys,
+    unanchored,
 )
 from kbsearch.providers.resilience import Deadline
 from kbsearch.qdrant.query import (
@@ -433,7 +435,7 @@ class BrowseService:
         IndexUnavailable when the index cannot say."""
         key = link_key(name)
         new, old = self.search.graph_fields(deadline)
-        keys = [] if key is None else [key]
+        keys = [] if key is None else [unanchored(key)]
         should: list[dict[str, Any]] = [*graph_clauses(PATH_KEY, keys, old, new),
                                         *graph_clauses(NAME_KEY, keys, old, new)]  # fmt: skip
         should.append({"key": "doc_id", "match": {"value": name.strip()}})
@@ -454,7 +456,7 @@ class BrowseService:
             best = None if key is None else resolve(key, "", [*named, *([] if found is None else [found])])
             found = best if best is not None else found
             ids += [p["payload"]["path"] for p in points if _linkable(p) and p["payload"].get("doc_id") == name.strip()]
-            if offset is None or (found is not None and found.path_keys and found.path_keys[-1] == key):
+            if offset is None or (found is not None and found.path_keys and found.path_keys[-1] in keys):
                 break
             request["offset"] = offset
         if found is not None:
@@ -547,7 +549,8 @@ class BrowseService:
             raise IndexUnavailable("the request's budget was spent before the links were read")
         me = Linkable(path, title, tuple(path_keys(path)), tuple(name_keys(title, aliases)))
         own = list(dict.fromkeys(me.path_keys + me.name_keys))
-        wanted = list(dict.fromkeys(link_keys(targets) + own))
+        wanted = list(dict.fromkeys([*map(unanchored, link_keys(targets)), *own]))
+        own += anchored_keys(path)  # a link from the root (``[[../ops/Runbook]]``) names this note by its whole path
         new, old = self.search.graph_fields(deadline)
         # two searches of one batch, each with its own limit: the notes linking here never crowd out the notes this
         # one's links mean (a hub every daily note links back to), and each of its links may find its note

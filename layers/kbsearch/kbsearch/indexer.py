@@ -74,14 +74,16 @@ from kbsearch.links import (
     Linkable,
     graph_clauses,
     graph_keys,
+    keys_naming,
     link_keys,
     linkable,
     links_to_others,
     name_keys,
+    names_a_note,
     path_keys,
     payload_aliases,
-    resolve,
     stored_keys,
+    unanchored,
 )
 from kbsearch.markdown import PARSE_VERSION
 from kbsearch.providers.embeddings import Embedder, EmbeddingStats
@@ -887,7 +889,7 @@ class Indexer:
         report.missed_by_events = self._missed_by_events(report, [w for w in work if w[0].path not in missed])
         self._record_restricted_links(report, notes)
         # the keys of the notes gone from the KB (one whose deletion was held back still holds them: nothing dangles)
-        self._report_dangling(report, {k for path in state if path not in notes for k in path_keys(path)}, stop_at)
+        self._report_dangling(report, {k for path in state if path not in notes for k in keys_naming(path)}, stop_at)
         if self.options.count_dangling:
             self._count_dangling(report, stop_at, state)
 
@@ -2857,7 +2859,7 @@ def dangling_links(
             pairs |= {(payload["path"], key) for key in stored_keys(payload, LINK_KEY) if key in lost}
     except _CheckCut:
         cut = True
-    wanted = sorted({key for _, key in pairs})
+    wanted = sorted({unanchored(key) for _, key in pairs})  # a key from the root: asked as its whole path
     by_key: dict[str, list[Linkable]] = {}
     resolved: set[str] = set()
     fields = ["path", "title", GRAPH_FIELD, OLD_GRAPH_FIELDS[PATH_KEY], OLD_GRAPH_FIELDS[NAME_KEY]]
@@ -2874,7 +2876,9 @@ def dangling_links(
             cut = True
             break
         resolved.update(keys)
-    dangling = sorted(p for p in pairs if p[1] in resolved and resolve(p[1], p[0], by_key.get(p[1], ())) is None)
+    dangling = sorted(
+        p for p in pairs if unanchored(p[1]) in resolved and not names_a_note(p[1], by_key.get(unanchored(p[1]), ()))
+    )
     return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
@@ -2910,12 +2914,16 @@ def dangling_total(store: Store, stop_at: Deadline | None = None) -> int | None:
     except _CheckCut:
         return None
     made: dict[str, Linkable | None] = {}
+    answered: dict[str, bool] = {}
 
-    def candidates(key: str) -> list[Linkable]:
-        found = [made.setdefault(p["path"], linkable(p)) for p in by_key.get(key, ())]
-        return [note for note in found if note is not None]
+    def names(key: str) -> bool:  # whether a link's key names a note: a key asked by many links is answered once
+        if key not in answered:
+            found = (made[p["path"]] if p["path"] in made else made.setdefault(p["path"], linkable(p))
+                     for p in by_key.get(unanchored(key), ()))  # fmt: skip
+            answered[key] = names_a_note(key, (note for note in found if note is not None))
+        return answered[key]
 
-    return sum(1 for path, key in links if resolve(key, path, candidates(key)) is None)
+    return sum(1 for _, key in links if not names(key))
 
 
 class _CheckCut(Exception):
@@ -3641,7 +3649,9 @@ class ChangeSync:
             failed.add(ACCESS_FILE)
         self._record_restricted_links()
         self.indexer._old_names = self._names  # the titles and aliases the batch's notes had
-        self.indexer._report_dangling(report, {k for p in self._touched - self._present for k in path_keys(p)}, stop_at)
+        self.indexer._report_dangling(
+            report, {k for p in self._touched - self._present for k in keys_naming(p)}, stop_at
+        )
         return done
 
 

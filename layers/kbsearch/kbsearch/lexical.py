@@ -53,8 +53,9 @@ if TYPE_CHECKING:
 #: ``links``, read from the payload's ``links``; session 31); 6: a word mixing Latin and Cyrillic look-alikes read in
 #: the one script its reader sees (:func:`one_script`: ``ЕRR-4012`` with a Cyrillic ``Е`` is ``err``; round 37); 7:
 #: a code of look-alikes (``0xСА``) read in Latin, a letter of any Cyrillic alphabet (``ә``) making a word Cyrillic,
-#: a Latin ``i`` in a word that cannot be Latin read as ``і`` (rev37d, round 37).
-READING_VERSION = 7
+#: a Latin ``i`` in a word that cannot be Latin read as ``і`` (rev37d, round 37); 8: a code whose letters are all
+#: Cyrillic look-alikes read in Latin (``А4``, ``1С``: ``a4``, ``1c``; adv38, round 38).
+READING_VERSION = 8
 
 K1 = 1.2
 B = 0.75
@@ -158,6 +159,11 @@ _LATIN_ANY = re.compile("[a-z]", re.IGNORECASE)
 _SCRIPTS_MEET = re.compile(
     f"{_LATIN_ANY.pattern}{_CYRILLIC_ANY.pattern}|{_CYRILLIC_ANY.pattern}{_LATIN_ANY.pattern}", re.IGNORECASE
 )
+_DIGIT = re.compile(r"\d")
+#: The most letters a code in Cyrillic look-alikes alone holds to be read as the Latin code (:func:`one_script`)
+CODE_LETTERS = 3
+#: A Cyrillic letter beside a digit: where a code in Cyrillic look-alikes may be (``А4``, ``1С``; :func:`as_seen`).
+_CODE_MEETS = re.compile(f"\\d{_CYRILLIC_ANY.pattern}|{_CYRILLIC_ANY.pattern}\\d")
 
 
 def one_script(word: str) -> str:
@@ -165,13 +171,23 @@ def one_script(word: str) -> str:
     of a word whose every Cyrillic letter has a Latin look-alike become Latin (``ЕRR`` with a Cyrillic ``Е``:
     ``ERR``; ``СPU``: ``CPU``), the Latin letters of a word whose every Latin letter has a Cyrillic look-alike
     Cyrillic (``пaпке``: ``папке``); when both are possible, the script most of its letters are in (a tie: Latin),
-    Latin for a word holding a digit (``0xСА`` with a Cyrillic ``С`` and ``А``: the code ``0xCA``); a Latin ``i``
+    Latin for a word holding a digit (``0xСА`` with a Cyrillic ``С`` and ``А``: the code ``0xCA``; so is a code in
+    Cyrillic look-alikes alone, ``А4``, ``1С``: ``A4``, ``1C``, and ``Б1-А2``'s ``А2``, adv38); a Latin ``i``
     in a word that cannot be Latin is the Ukrainian ``і`` (``iнформацiя``: ``інформація``).
     A word with a letter of each script that has no look-alike (``dockerфайл``) is kept as written, as is every
     word in one script. A Russian ending glued to a Latin name (``VPNа``) becomes Latin (``VPNa``): found by
     neither spelling before, nor now. The Obsidian help vault holds one mixed word (``\\nосновной``, a literal
     ``\\n``): kept."""
-    if word.isascii() or not _LATIN_ANY.search(word) or not _CYRILLIC_ANY.search(word):
+    if word.isascii() or not _CYRILLIC_ANY.search(word):
+        return word
+    if not _LATIN_ANY.search(word):
+        # a code whose letters are all Cyrillic look-alikes (``А4``, ``1С``, ``В5``: the Latin code to its reader,
+        # typed on a Russian layout or by habit) is the Latin code; a word of letters alone stays Russian, and so
+        # does a word of more letters than a code holds (``строке1``, glued to its digit; adv38)
+        if _DIGIT.search(word):
+            letters = _CYRILLIC_ANY.findall(word)
+            if len(letters) <= CODE_LETTERS and all(c in _CYRILLIC_LOOK_ALIKES for c in letters):
+                return word.translate(_TO_LATIN)
         return word
     cyrillic = _CYRILLIC_ANY.findall(word)
     latin = _LATIN_ANY.findall(word)
@@ -190,7 +206,7 @@ def as_seen(text: str) -> str:
     script its reader sees (:func:`one_script`), its case kept: what a query's language, identifiers, codes and names
     are judged on (``ЕRR-4012`` with a Cyrillic ``Е`` is the code ``ERR-4012`` of no language, not a Russian word)."""
     text = reading(text)
-    if text.isascii() or _SCRIPTS_MEET.search(text) is None:
+    if text.isascii() or (_SCRIPTS_MEET.search(text) is None and _CODE_MEETS.search(text) is None):
         return text
     return _WORD.sub(lambda word: one_script(word[0]), text)
 

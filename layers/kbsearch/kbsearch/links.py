@@ -64,12 +64,41 @@ def is_attachment(name: str) -> bool:
     return bool(_ATTACHMENT.search(name.strip()))
 
 
+#: The mark of a link key anchored at the KB's root (:func:`link_key`): only a note's whole path matches it.
+ROOT = "/"
+
+
 def link_key(target: str) -> str | None:
     """The key of a link target (the note part of ``[[target#heading|alias]]``); None for a link to the same note
-    (``[[#heading]]``) or to an attachment."""
+    (``[[#heading]]``) or to an attachment. A target written from the KB's root (``/ops/Runbook``: what
+    :func:`kbsearch.notes.relative_note` makes of ``[[../ops/Runbook]]``) keeps its leading :data:`ROOT`: only the
+    note at that whole path matches it (:func:`resolve`), never a namesake elsewhere, as Obsidian leaves a relative
+    link whose note is not there unresolved (adv38)."""
     if is_attachment(target):
         return None
-    return _key(target)
+    key = _key(target)
+    if key is not None and unicodedata.normalize("NFC", target).lstrip().startswith(ROOT):
+        return ROOT + key
+    return key
+
+
+def unanchored(key: str) -> str:
+    """A link key without its :data:`ROOT` mark: the path key a note at that whole path holds (what the graph's
+    filters ask the index for; :func:`resolve` then keeps the whole path alone)."""
+    return key[len(ROOT) :] if key.startswith(ROOT) else key
+
+
+def anchored_keys(path: str) -> list[str]:
+    """The anchored link key (:data:`ROOT` + its whole path key) that names the note at ``path``: a note's backlinks
+    and a deleted note's dangling links are looked for under it too (:func:`keys_naming`)."""
+    keys = path_keys(path)
+    return [ROOT + keys[-1]] if keys else []
+
+
+def keys_naming(path: str) -> list[str]:
+    """Every link key naming the note at ``path`` by its path: its :func:`path_keys` and its :func:`anchored_keys`
+    (the links a deleted note leaves dangling are those to these)."""
+    return [*path_keys(path), *anchored_keys(path)]
 
 
 #: :func:`link_key` remembered for the links searches show: a warm search's hits bring the same notes' links again
@@ -150,7 +179,7 @@ def links_to_others(targets: Iterable[str], path: str, title: object) -> list[st
     the links whose words BM25 counts as another note's name (:func:`kbsearch.lexical.document_vector`'s ``links``).
     The title heads each of the note's chunks (its heading path): a self-link discounted it there (rev31a)."""
     own = {*path_keys(path), *name_keys(title if isinstance(title, str) else None, None)}
-    return [target for target in targets if link_key(target) not in own]
+    return [target for target in targets if unanchored(link_key(target) or "") not in own]
 
 
 def graph_keys(paths: Iterable[str], names: Iterable[str], links: Iterable[str]) -> list[str]:
@@ -213,17 +242,32 @@ def _folder(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
+def _match(key: str, note: Linkable) -> int | None:
+    """How the link ``key`` names ``note``: 0 its whole path, 1 a tail of its path (the file name included), 2 its
+    title or an alias; None when it does not name it."""
+    if note.path_keys and unanchored(key) == note.path_keys[-1]:
+        return 0
+    if key.startswith(ROOT):
+        return None  # a key anchored at the root: the whole path alone
+    if key in note.path_keys:
+        return 1
+    if key in note.name_keys:
+        return 2
+    return None
+
+
+def names_a_note(key: str, candidates: Iterable[Linkable]) -> bool:
+    """Whether the link ``key`` names any of ``candidates`` (:func:`resolve` is not None), stopping at the first it
+    names: a count of dangling links asks only this, never which note is meant."""
+    return any(_match(key, note) is not None for note in candidates)
+
+
 def resolve(key: str, source_path: str, candidates: Iterable[Linkable]) -> Linkable | None:
     """The note that the link ``key``, written in the note at ``source_path``, means; None when none matches."""
     best: tuple[tuple[int, int, int, str], Linkable] | None = None
     for note in candidates:
-        if note.path_keys and key == note.path_keys[-1]:
-            kind = 0  # the whole path
-        elif key in note.path_keys:
-            kind = 1  # a tail of the path (the file name included)
-        elif key in note.name_keys:
-            kind = 2  # the title or an alias
-        else:
+        kind = _match(key, note)
+        if kind is None:
             continue
         rank = (kind, 0 if _folder(note.path) == _folder(source_path) else 1, note.path.count("/"), note.path)
         if best is None or rank < best[0]:

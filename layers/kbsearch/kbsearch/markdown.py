@@ -22,9 +22,11 @@ from itertools import accumulate
 #: closing ``$$`` indented four columns or more, or quoted otherwise than its opening, is math, not a closing (round 34).
 #: 6: a ``$$`` block opened in a list item ends at a line at the margin (the item's end), as a fence does (rev34a).
 #: 7: a ``$$`` in a list item opens a block only when a line of the item closes it (a closing after the item's end
-#: made the item's lines math, rel35). 8: an embedded picture or file (``![[x.svg]]``, ``![](x.png)``) is no text (a
-#: Markdown image: its alt text), and a long section's chunks overlap from a line's or a sentence's start (walk38).
-PARSE_VERSION = 8
+#: made the item's lines math, rel35). 8: a relative link (``[[../ops/Runbook]]``) is kept from the KB's root
+#: (``/ops/Runbook``), its graph key anchored there, so it names the note at that whole path or none (adv38).
+#: 9: an embedded picture or file (``![[x.svg]]``, ``![](x.png)``) is no text (a Markdown image: its alt text), and a
+#: long section's chunks overlap from a line's or a sentence's start (walk38).
+PARSE_VERSION = 9
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 

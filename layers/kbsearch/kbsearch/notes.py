@@ -342,7 +342,9 @@ def relative_note(note: str, folder: str) -> str | None:
     linking note's), as Obsidian writes links under "New link format: Relative path to file", a Markdown link's or a
     wiki-link's alike; None for a path out of the KB or one naming a folder (``./``, ``../``, ``..``: no note, where
     the folder's name read as a note's named ``pub.md`` or a note titled ``pub``: rev37d); any other name as written
-    (a name, or a path from the root)."""
+    (a name, or a path from the root). A relative path is given from the root with a leading ``/``
+    (``/ops/Note``): its link names the note at that whole path or none, never a namesake in another folder, as
+    Obsidian leaves it unresolved (adv38; its key: :func:`kbsearch.links.link_key`)."""
     if note in (".", ".."):
         return None
     if not note.startswith(("./", "../")):
@@ -358,7 +360,7 @@ def relative_note(note: str, folder: str) -> str | None:
             parts.pop()
         elif segment not in ("", "."):
             parts.append(segment)
-    return "/".join(parts)
+    return "/" + "/".join(parts)  # from the root: only the note at this whole path (kbsearch.links.link_key)
 
 
 #: An image or attachment embedded (``![[lucide-cog.svg#icon]]``, ``![[diagram.png|300]]``, ``![alt](x.png)``),
