@@ -27,7 +27,7 @@ import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from kbsearch_tools.stderr_relay import StderrRelay, relay_stderr  # noqa: F401 (kbsearch mcp's, and its tests')
@@ -127,7 +127,6 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     from kbsearch.mcp.protocol import McpServer, StdioSession
     from kbsearch.mcp.stdio import serve
     from kbsearch.mcp.tools import Backend
-    from kbsearch.qdrant.readiness import missing_index
     from kbsearch.reader import NoteReader
     from kbsearch.search import SearchService
     from kbsearch.sources import is_s3_uri, open_source
@@ -145,10 +144,8 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
         recorded = service.read_index(lambda retriever, timeout_s: retriever.metadata(timeout_s))
     except IndexUnavailable as exc:
         # an assistant starts this server in a working folder of its own: where the store was looked for, and the
-        # setting its config gives (the tool's answer names no folder)
-        where = missing_index(settings) if "run the indexer first" in str(exc) else None
-        logger.warning("the index is not usable yet: %s", f"{where}; in an assistant's config, give QDRANT_PATH (the "
-                       'store\'s absolute path) in its "env"' if where else exc.public)  # fmt: skip
+        # setting its config gives
+        logger.warning("the index is not usable yet: %s", _located(exc, settings).public)
     model = recorded.get("embedding_model")
     if service.embedder is None and isinstance(model, str) and model:  # BM25 only: say so once, with what to give
         from kbsearch_tools.oracle import MODELS
@@ -173,8 +170,14 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
 
     for line in groups_no_note_holds(settings, scope):  # an assistant's log pane: as kbsearch search says it
         logger.warning("%s", line)
-    browse = BrowseService(service, NoteReader(lambda: _opened(source), default=settings.access_default))
-    server = McpServer(Backend(search=lambda request, budget: service.search(request, scope=scope, budget_s=budget),
+    browse = cast(
+        "BrowseService",
+        _Locating(
+            BrowseService(service, NoteReader(lambda: _opened(source), default=settings.access_default)), settings
+        ),
+    )  # fmt: skip  (its methods, each saying where it looked)
+    search = _Locating(service, settings).search
+    server = McpServer(Backend(search=lambda request, budget: search(request, scope=scope, budget_s=budget),
                                browse=lambda: browse, scope=lambda: scope,
                                budget_s=lambda: settings.search_budget_s))  # fmt: skip
     guard = IdleClose(service.close, idle_close_s)
@@ -184,6 +187,45 @@ def run_local(kb: str | None, idle_close_s: float, scope_text: str | None = None
     finally:
         guard.stop()
         _let_go(stdout)
+
+
+def _located(exc: Any, settings: Any) -> Any:
+    """An index missing, said with where the store was looked for and the setting an assistant's config gives
+    (walk38: the assistant's tool answer was "the index has not been built yet: run the indexer first", which the
+    user had done, in the folder the config did not name); any other :class:`IndexUnavailable` as it is. Over
+    stdio the server is the user's own process, so its answers may name the user's folders (``POST /mcp`` never
+    does)."""
+    from kbsearch.errors import IndexUnavailable
+    from kbsearch.qdrant.readiness import missing_index
+
+    where = missing_index(settings) if "run the indexer first" in str(exc) else None
+    if not where:
+        return exc
+    return IndexUnavailable(str(exc), f'{where}; in an assistant\'s config, give QDRANT_PATH (the store\'s absolute '
+                            'path, where kbsearch index ran: <that folder>/.kbsearch/qdrant) in its "env"')  # fmt: skip
+
+
+class _Locating:
+    """``target``'s methods, whose :class:`IndexUnavailable` for an index missing says where it was looked for
+    (:func:`_located`): the search and the browse service of ``kbsearch mcp``."""
+
+    def __init__(self, target: Any, settings: Any) -> None:
+        self._target, self._settings = target, settings
+
+    def __getattr__(self, name: str) -> Any:
+        from kbsearch.errors import IndexUnavailable
+
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except IndexUnavailable as exc:
+                raise _located(exc, self._settings) from None
+
+        return call
 
 
 def _built_from(settings: Any, recorded: dict[str, Any]) -> str:

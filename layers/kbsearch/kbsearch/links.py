@@ -59,6 +59,11 @@ def _key(text: str) -> str | None:
     return key if key and len(key) <= MAX_KEY_CHARS else None
 
 
+def is_attachment(name: str) -> bool:
+    """Whether a link's note part names an attachment (an image, a PDF, a canvas ...), not a note."""
+    return bool(_ATTACHMENT.search(name.strip()))
+
+
 #: The mark of a link key anchored at the KB's root (:func:`link_key`): only a note's whole path matches it.
 ROOT = "/"
 
@@ -69,7 +74,7 @@ def link_key(target: str) -> str | None:
     :func:`kbsearch.notes.relative_note` makes of ``[[../ops/Runbook]]``) keeps its leading :data:`ROOT`: only the
     note at that whole path matches it (:func:`resolve`), never a namesake elsewhere, as Obsidian leaves a relative
     link whose note is not there unresolved (adv38)."""
-    if _ATTACHMENT.search(target.strip()):
+    if is_attachment(target):
         return None
     key = _key(target)
     if key is not None and unicodedata.normalize("NFC", target).lstrip().startswith(ROOT):

@@ -198,11 +198,24 @@ def _one_slip(typed: str, word: str) -> bool:
     return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
+#: The English words one slip from a filter word with its first letter (``tax`` and ``tag``, ``stats`` and
+#: ``status``, ``alter`` and ``after``): typed with a value (``tax:VAT``, ``typo:fixed``, ``stats:daily``) they are
+#: words of the question, not a filter mistyped (walk38: ``tax:VAT`` was refused as a misspelt ``tag:``). A key is
+#: Latin letters, so English is the one language it can be a word of, whatever the question's; the filter words'
+#: own forms (``types``, ``paths``, ``typed``) stay slips of them, and so do non-words (``tga``, ``stauts``).
+PROSE_KEYS = frozenset(
+    "tab tad tan tap tar tat tax tog tug tabs tads tans taps tars tats togs tugs tang "
+    "tape tope tyke tyre typo stats statue statues stratus "
+    "pat pah pate pats pash pith patch alter aster afters sine singe".split()
+)
+
+
 def filter_meant(key: str) -> str | None:
     """The filter word a ``key:`` of three letters or more that is none was meant to be, one slip away and with its
     first letter (``tga:``, ``stauts:``, ``afetr:``): it was searched for as words of the question, the filter
-    silently not applied. ``in`` is too short to tell a slip of it (``int:``, ``pin:``), ``math:`` no ``path:``."""
-    if len(key) < 3 or key in FILTER_KEYS:
+    silently not applied. ``in`` is too short to tell a slip of it (``int:``, ``pin:``), ``math:`` no ``path:``;
+    an English word (:data:`PROSE_KEYS`: ``tax:``, ``typo:``) is no slip."""
+    if len(key) < 3 or key in FILTER_KEYS or key in PROSE_KEYS:
         return None
     return next((w for w in FILTER_KEYS if len(w) > 2 and w[0] == key[0] and _one_slip(key, w)), None)
 

@@ -297,6 +297,20 @@ def preferred(keys: list[str]) -> str:
     return min(keys, key=lambda k: (k != _nfc(k), k))
 
 
+def tilde_meant(path: str | os.PathLike[str]) -> str:
+    """For a path that starts with ``~`` (as a home folder is typed at a shell): the folder it names once expanded,
+    which no shell did (an assistant's config launches ``kbsearch mcp`` with its ``args`` and ``env`` as written, as
+    a ``.env`` gives them): ``: '~' is not expanded here (no shell reads these settings): give the absolute path,
+    /home/ana/kb`` (walk38: "KB folder ~/kb does not exist (in <the assistant's folder>)"); else ``""``."""
+    text = os.fspath(path)
+    if not text.startswith("~"):
+        return ""
+    expanded = os.path.expanduser(text)
+    if expanded == text:
+        return ": '~' is not expanded here (no shell reads these settings): give the absolute path"
+    return f": '~' is not expanded here (no shell reads these settings): give the absolute path, {expanded}"
+
+
 def path_meant(path: Path, folder: bool = True) -> str:
     """For a folder (or, ``folder=False``, a file) that is not there: where a relative one was looked for, and the
     entry of its kind beside it with the closest name (``sampl-kb``: did you mean sample-kb?;
@@ -305,6 +319,8 @@ def path_meant(path: Path, folder: bool = True) -> str:
     import difflib
 
     where = f" (in {Path.cwd()})" if not path.is_absolute() else ""
+    if str(path).startswith("~"):
+        return where + tilde_meant(path)
     parent = path.parent
     try:
         names = sorted(entry.name for entry in os.scandir(parent)

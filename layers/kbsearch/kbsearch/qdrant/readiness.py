@@ -253,6 +253,10 @@ def missing_index(settings: Settings) -> str | None:
     None on Qdrant Cloud."""
     if settings.qdrant_url:
         return None
+    if str(settings.qdrant_path).startswith("~"):  # as typed at a shell, in an assistant's config (walk38)
+        from kbsearch.sources import tilde_meant
+
+        return f"no index in {Path(settings.qdrant_path).resolve()} (QDRANT_PATH){tilde_meant(settings.qdrant_path)}"
     return (f"no index in {Path(settings.qdrant_path).resolve()} (QDRANT_PATH; default .kbsearch/qdrant in the "
             "working folder): build it with kbsearch index <your KB folder>, or run this where you did")  # fmt: skip
 
