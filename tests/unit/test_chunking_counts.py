@@ -10,7 +10,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbsearch.chunking import _SENTENCE, _blocks, split_section
+from kbsearch.chunking import _blocks, split_section
 from kbsearch.tokens import counts, estimate_tokens
 
 
@@ -49,23 +49,14 @@ def _reference_oversized(block: str, is_code: bool, max_tokens: int) -> list[str
 
 
 def _reference_tail(text: str, tokens: int) -> str:
-    """The last whole lines worth at most ``tokens`` (reread joined), else the last line's last whole sentences."""
     if tokens <= 0:
         return ""
-    lines = [line.rstrip() for line in text.split("\n")]
     out: list[str] = []
-    for line in reversed(lines):
-        if estimate_tokens("\n".join([line, *out])) > tokens:
+    for word in reversed(text.split()):
+        if estimate_tokens(" ".join([word, *out])) > tokens:
             break
-        out.insert(0, line)
-    if "\n".join(out).strip():
-        return "…\n" + "\n".join(out).strip("\n")
-    out = []
-    for sentence in reversed([s for s in _SENTENCE.split(lines[-1].strip()) if s][1:]):
-        if estimate_tokens(" ".join([sentence, *out])) > tokens:
-            break
-        out.insert(0, sentence)
-    return "… " + " ".join(out) if out else ""
+        out.insert(0, word)
+    return " ".join(out)
 
 
 def reference_split(text: str, max_tokens: int, overlap_tokens: int) -> list[str]:
@@ -84,7 +75,9 @@ def reference_split(text: str, max_tokens: int, overlap_tokens: int) -> list[str
         if current and estimate_tokens("\n\n".join([*current, block])) > max_tokens:
             chunks.append("\n\n".join(current))
             overlap = "" if (last_code or is_code) else _reference_tail(current[-1], overlap_tokens)
-            current = [overlap] if overlap and estimate_tokens(overlap) + estimate_tokens(block) < max_tokens else []
+            current = (
+                [f"… {overlap}"] if overlap and estimate_tokens(overlap) + estimate_tokens(block) < max_tokens else []
+            )
         current.append(block)
         last_code = is_code
     if current:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # notes loads the YAML parser, which only parsing needs (embe
 
 DEFAULT_MAX_TOKENS = 400
 DEFAULT_OVERLAP_TOKENS = 40
+#: How a chunk that continues a long section opens: the last words of the chunk before it follow, one paragraph
+#: (:func:`split_section`); a snippet starts after that paragraph (:func:`kbsearch.search.snippet`).
+CONTINUED = "… "
 #: Chunks one note may make before its small sections are packed together (the largest note of the Obsidian vault
 #: makes 158): a 1 MB note of 170,000 one-word sections made 170,000 chunks, 24 s, 4.0 GB (the indexer Lambda
 #: has 2 GB) and an 845 MB index.
@@ -108,34 +111,20 @@ def _split_oversized(block: str, is_code: bool, max_tokens: int) -> list[str]:
     return pieces
 
 
-def _last_within(units: list[str], tokens: int) -> list[str]:
-    """The last of ``units``, in order, whose counts together are at most ``tokens``."""
-    out: list[str] = []
-    so_far = NO_COUNTS
-    for unit in reversed(units):
-        with_unit = plus(so_far, counts(unit))
-        if estimate(with_unit) > tokens:
-            break
-        out.append(unit)
-        so_far = with_unit
-    return out[::-1]
-
-
 def _tail(text: str, tokens: int) -> str:
-    """The overlap carried into the next chunk: the last whole lines of ``text`` worth at most ``tokens`` tokens,
-    line breaks kept (``…`` on a line of its own before them), else the last whole sentences of its last line
-    (``… `` before them), else nothing. It started mid-line at any word (``… палитру команд. > 2. Выберите``, a
-    quote's and a list's marks mid-line, which every surface showed so: walk38); a line or a sentence starts
-    where a reader can."""
+    """The last words of ``text`` worth about ``tokens`` tokens (the overlap carried into the next chunk)."""
     if tokens <= 0:
         return ""
-    lines = [line.rstrip() for line in text.split("\n")]
-    kept = "\n".join(_last_within(lines, tokens)).strip("\n")
-    if kept.strip():
-        return "…\n" + kept
-    sentences = [s for s in _SENTENCE.split(lines[-1].strip()) if s][1:]  # never the line's first: no boundary
-    out = _last_within(sentences, tokens)
-    return "… " + " ".join(out) if out else ""
+    words = text.split()
+    out: list[str] = []
+    so_far = NO_COUNTS
+    for word in reversed(words):
+        with_word = plus(so_far, counts(word))
+        if estimate(with_word) > tokens:
+            break
+        out.append(word)
+        so_far = with_word
+    return " ".join(reversed(out))
 
 
 def split_section(
@@ -160,7 +149,7 @@ def split_section(
             overlap = "" if (last_code or is_code) else _tail(current[-1], overlap_tokens)
             current, current_counts = [], NO_COUNTS
             if overlap and estimate_tokens(overlap) + estimate(block_counts) < max_tokens:
-                current.append(overlap)
+                current.append(f"{CONTINUED}{overlap}")
                 current_counts = counts(current[0])
         current.append(block)
         current_counts = plus(current_counts, block_counts)

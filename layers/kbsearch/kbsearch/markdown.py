@@ -24,9 +24,7 @@ from itertools import accumulate
 #: 7: a ``$$`` in a list item opens a block only when a line of the item closes it (a closing after the item's end
 #: made the item's lines math, rel35). 8: a relative link (``[[../ops/Runbook]]``) is kept from the KB's root
 #: (``/ops/Runbook``), its graph key anchored there, so it names the note at that whole path or none (adv38).
-#: 9: an embedded picture or file (``![[x.svg]]``, ``![](x.png)``) is no text (a Markdown image: its alt text), and a
-#: long section's chunks overlap from a line's or a sentence's start (walk38).
-PARSE_VERSION = 9
+PARSE_VERSION = 8
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 

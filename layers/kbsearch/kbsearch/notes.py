@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from kbsearch.errors import KbSearchError
 from kbsearch.frontmatter import MAX_FRONTMATTER_CHARS, FrontmatterError, iso_date, parse_frontmatter
 from kbsearch.lexical import MAX_TAG_KEY_CHARS, TAG_BREAK, bare_tag, tag_key, visible
-from kbsearch.links import MAX_KEYS, is_attachment
+from kbsearch.links import MAX_KEYS
 from kbsearch.markdown import (
     CODE,
     COMMENT,
@@ -363,35 +363,14 @@ def relative_note(note: str, folder: str) -> str | None:
     return "/" + "/".join(parts)  # from the root: only the note at this whole path (kbsearch.links.link_key)
 
 
-#: An image or attachment embedded (``![[lucide-cog.svg#icon]]``, ``![[diagram.png|300]]``, ``![alt](x.png)``),
-#: with the spaces before it: Obsidian shows a picture there, never its file name, so a reader of the text (a
-#: snippet, Slack) should not see ``lucide-cog.svg > icon`` where the help shows a cog (walk38). A Markdown
-#: image keeps its alt text (what stands for the picture); a note embedded (``![[Note]]``) keeps its name.
-_EMBEDDED_FILE = re.compile(
-    r"[ \t]*!(?:\[\[([^\[\]\n]+?)\]\]|\[([^\[\]\n]*+)\]\((?:<[^<>\n]++>|(?:[^\s()<>\[\]]|\([^\s()<>\[\]]*+\))++)"
-    r"(?:[ \t]+(?:\"[^\"\n]*+\"|'[^'\n]*+'|\([^()\n]*+\)))?\))"
-)
-
-
 def _render_links(line: str, links: LinkSet) -> str:
-    """Wiki-links and embeds in one line of prose → their display text (an embedded picture or file: nothing, a
-    Markdown image: its alt text); their targets and those of Markdown links to notes (left as written) are added
-    to ``links``."""
+    """Wiki-links and embeds in one line of prose → their display text; their targets and those of Markdown links
+    to notes (left as written) are added to ``links``."""
 
     def repl(m: re.Match[str]) -> str:
         shown, note = _link_display(m.group(2))
         links.add(relative_note(note, links.folder) or "")
         return shown
-
-    def embedded(m: re.Match[str]) -> str:
-        if m.group(1) is None:  # a Markdown image: its alt text, where Obsidian shows the picture
-            alt = m.group(2).strip()
-            return m.group(0)[: m.start(2) - 2 - m.start(0)] + alt if alt else ""  # the spaces before it, the alt
-        note = link_parts(m.group(1))[0]
-        if not is_attachment(unquote(note)):
-            return m.group(0)  # a note embedded: its name, as a wiki-link's (below)
-        links.add(relative_note(note, links.folder) or "")
-        return ""
 
     def prose(text: str) -> str:
         if "](" in text:
@@ -399,8 +378,6 @@ def _render_links(line: str, links: LinkSet) -> str:
                 note = markdown_link_note(m.group(1) or m.group(2), links.folder)
                 if note:
                     links.add(note)
-        if "!" in text:
-            text = _EMBEDDED_FILE.sub(embedded, text)
         return _WIKILINK.sub(repl, text)
 
     parts: list[str] = []

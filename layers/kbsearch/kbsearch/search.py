@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kbsearch.access import LinkTargets, Scope, visible_links
+from kbsearch.chunking import CONTINUED
 from kbsearch.config import Secrets, Settings
 from kbsearch.errors import IndexMissing, IndexUnavailable, StoreError
 from kbsearch.fusion import FusionParams, analyse, fuse, lexical_variants, path_probes, translated
@@ -107,10 +108,18 @@ def _unavailable(exc: StoreError) -> IndexUnavailable:
 def snippet(text: str, limit: int) -> str:
     """The chunk text cut at a word boundary: line breaks and indentation kept (code stays code, lists stay
     lists), runs of blank lines folded to one, trailing spaces dropped. Only the first ``limit *
-    MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does)."""
+    MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does). A chunk
+    that continues a long section opens with the last words of the one before it (:func:`kbsearch.chunking.
+    split_section`'s ``… `` paragraph), which start at any word, mid-quote or mid-list (``… палитру команд. > 2.
+    Выберите``): the snippet starts at its next paragraph, after a line ``…`` (walk38, the lead: the index's text
+    is left as it is, so the ranking and its measurements do not move)."""
     window = limit * MAX_CHARS_PER_TOKEN
+    shown = text[:window]
+    if shown.startswith(CONTINUED):
+        rest = shown.partition("\n\n")[2]
+        shown = "…\n" + rest if rest.strip() else shown
     lines: list[str] = []
-    for raw in text[:window].replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    for raw in shown.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         line = raw.rstrip()
         if line or (lines and lines[-1]):
             lines.append(line)
