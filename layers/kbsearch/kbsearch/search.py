@@ -105,17 +105,19 @@ def _unavailable(exc: StoreError) -> IndexUnavailable:
     return IndexUnavailable(str(exc)) if exc.public is None else IndexUnavailable(str(exc), exc.public)
 
 
-def snippet(text: str, limit: int) -> str:
+def snippet(text: str, limit: int, continues: bool = True) -> str:
     """The chunk text cut at a word boundary: line breaks and indentation kept (code stays code, lists stay
     lists), runs of blank lines folded to one, trailing spaces dropped. Only the first ``limit *
     MAX_CHARS_PER_TOKEN`` characters are read (a 10 MB text from the store costs what a short one does). A chunk
     that continues a long section opens with the last words of the one before it (:func:`kbsearch.chunking.
     split_section`'s ``… `` paragraph), which start at any word, mid-quote or mid-list (``… палитру команд. > 2.
     Выберите``): the snippet starts at its next paragraph, after a line ``…`` (walk38, the lead: the index's text
-    is left as it is, so the ranking and its measurements do not move)."""
+    is left as it is, so the ranking and its measurements do not move). ``continues=False``: ``text`` is no
+    continuation (a note's first chunk, a summary), so a ``… `` it opens with is the writer's own (rev38c: a note
+    opening with a quotation taken up mid-sentence lost the paragraph the search matched)."""
     window = limit * MAX_CHARS_PER_TOKEN
     shown = text[:window]
-    if shown.startswith(CONTINUED):
+    if continues and shown.startswith(CONTINUED):
         rest = shown.partition("\n\n")[2]
         shown = "…\n" + rest if rest.strip() else shown
     lines: list[str] = []
@@ -613,7 +615,11 @@ class SearchService:
                     path=str(p.get("path", "")),
                     title=str(p.get("title", "")),
                     heading=str(p.get("heading", "")),
-                    snippet=snippet(str(p.get("text") or p.get("summary") or ""), self.settings.snippet_chars),
+                    snippet=snippet(
+                        str(p.get("text") or p.get("summary") or ""),
+                        self.settings.snippet_chars,
+                        continues=bool(p.get("text")) and p.get("chunk_index") != 0,
+                    ),
                     score=round(final, 6),
                     scores=HitScores(rerank=None if rr is None else round(rr, 6), fusion=round(fusion, 6)),
                     tags=hit_list([str(t) for t in p.get("tags") or []]),

@@ -210,14 +210,22 @@ PROSE_KEYS = frozenset(
 )
 
 
-def filter_meant(key: str) -> str | None:
+def filter_meant(key: str, value: str = "") -> str | None:
     """The filter word a ``key:`` of three letters or more that is none was meant to be, one slip away and with its
     first letter (``tga:``, ``stauts:``, ``afetr:``): it was searched for as words of the question, the filter
     silently not applied. ``in`` is too short to tell a slip of it (``int:``, ``pin:``), ``math:`` no ``path:``;
-    an English word (:data:`PROSE_KEYS`: ``tax:``, ``typo:``) is no slip."""
-    if len(key) < 3 or key in FILTER_KEYS or key in PROSE_KEYS:
+    an English word (:data:`PROSE_KEYS`: ``tax:``, ``typo:``) is no slip, but with the value its filter takes
+    (``alter:2026-01-01``, ``sine:2026-01-01``: a date; ``pat:en/Teams``: a folder), which no question's word has
+    (rev38c: they were searched with the filter left out)."""
+    if len(key) < 3 or key in FILTER_KEYS:
         return None
-    return next((w for w in FILTER_KEYS if len(w) > 2 and w[0] == key[0] and _one_slip(key, w)), None)
+    meant = next((w for w in FILTER_KEYS if len(w) > 2 and w[0] == key[0] and _one_slip(key, w)), None)
+    if meant is None or key not in PROSE_KEYS:
+        return meant
+    name = FILTER_KEYS[meant]
+    if (name == "updated_after" and _DATE.fullmatch(value)) or (name == "path_prefix" and "/" in value):
+        return meant
+    return None
 
 
 def _filter_problem(filters: dict[str, Any]) -> str:
@@ -268,7 +276,7 @@ def parse_text(text: str) -> Intent:
         if key not in FILTER_KEYS:
             # a filter's value is attached (``tga:sync``); a word of prose has a space after its colon (``Tax: how``,
             # ``Patch: log out``), which was refused as a misspelt ``tag:`` / ``path:`` and searched for nothing
-            meant = filter_meant(key) if value else None
+            meant = filter_meant(key, value) if value else None
             if meant is not None:  # a search without the filter meant would answer another question
                 return usage("not_a_filter", key=m.group("key"), meant=meant)
             query.append(m.group(0))

@@ -800,11 +800,12 @@ def retrieve(
 #: search reads of a candidate — the fusion (path, doc_id, lang; title and aliases: a query naming the note), the
 #: ranking prior (ai_weight, status), the reranker's passage (title, heading, text) and a hit (summary, tags, type,
 #: updated, links) — so the one Qdrant call brings every field an answer needs and none it does not (the index's bookkeeping: etags, hashes, access
-#: groups, link keys, free metadata). BM25 tails, rewrites' dense searches and most probes carry none (ids and
+#: groups, link keys, free metadata; ``chunk_index``: a note's first chunk is no continuation, :func:`kbsearch.search.
+#: snippet`). BM25 tails, rewrites' dense searches and most probes carry none (ids and
 #: scores: their chunks count through the payloads the other legs carry, :func:`kbsearch.fusion.resolved`).
 SEARCH_PAYLOAD: dict[str, Any] = {"include": [
     "path", "doc_id", "lang", "ai_weight", "status", "title", "aliases", "heading", "text", "summary", "tags", "type",
-    "updated", "links", LINKS_AT,
+    "updated", "links", LINKS_AT, "chunk_index",
 ]}  # fmt: skip
 #: Ranks a BM25 leg's tail repeats of its head (ties at the boundary).
 TAIL_OVERLAP = 8
