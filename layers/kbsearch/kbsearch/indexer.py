@@ -74,6 +74,7 @@ from kbsearch.links import (
     Linkable,
     graph_clauses,
     graph_keys,
+    keyed,
     keys_naming,
     link_keys,
     linkable,
@@ -2860,7 +2861,7 @@ def dangling_links(
     except _CheckCut:
         cut = True
     wanted = sorted({unanchored(key) for _, key in pairs})  # a key from the root: asked as its whole path
-    by_key: dict[str, list[Linkable]] = {}
+    notes: list[Linkable] = []
     resolved: set[str] = set()
     fields = ["path", "title", GRAPH_FIELD, OLD_GRAPH_FIELDS[PATH_KEY], OLD_GRAPH_FIELDS[NAME_KEY]]
     for i in range(0, len(wanted) if not cut else 0, 512):
@@ -2870,15 +2871,15 @@ def dangling_links(
             for payload in _scrolled(store, [named], fields, 1024, stop_at):
                 note = linkable(payload)
                 if note is not None:
-                    for key in {*note.path_keys, *note.name_keys}:
-                        by_key.setdefault(key, []).append(note)
+                    notes.append(note)
         except _CheckCut:
             cut = True
             break
         resolved.update(keys)
-    dangling = sorted(
-        p for p in pairs if unanchored(p[1]) in resolved and not names_a_note(p[1], by_key.get(unanchored(p[1]), ()))
-    )
+    by_key = keyed(notes)
+    # a key many links name is answered once (a key from the root naming no note asked every namesake per link)
+    names = {key: names_a_note(key, by_key.get(unanchored(key), ())) for key in {key for _, key in pairs}}
+    dangling = sorted(p for p in pairs if unanchored(p[1]) in resolved and not names[p[1]])
     return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
