@@ -143,3 +143,15 @@ def test_the_resolver_of_a_note_read_answers_as_resolve_for_every_key_shape() ->
                 meant = resolve(key, source, notes)
                 assert meaning(key, source) is meant, (key, source, [n.path for n in notes])
                 assert names_a_note(key, notes) == (meant is not None), (key, [n.path for n in notes])
+
+
+def test_a_link_from_the_root_to_a_namesake_is_a_link_to_another_note_not_a_self_link() -> None:
+    """``links_to_others`` keeps the links that name another note (BM25 discounts their quoted names,
+    ``lexical.document_vector``). adv38 read a link from the root by its bare key there, so ``[[../Runbook]]`` in
+    ``ops/Runbook.md`` (the root's ``Runbook.md``: another note) was taken for a self-link and dropped, while
+    ``[[../ops/Runbook]]`` and ``[[Runbook]]`` do name the note itself (rev38a)."""
+    from kbsearch.links import links_to_others
+
+    targets = ["/Runbook", "/ops/Runbook", "Runbook", "ops/Runbook", "/OPS/runbook.md", "/a/ops/Runbook", "/Other"]
+    assert links_to_others(targets, "ops/Runbook.md", "Runbook") == ["/Runbook", "/a/ops/Runbook", "/Other"]
+    assert links_to_others(["/Guide", "Guide"], "Guide.md", "Guide") == []

@@ -172,9 +172,11 @@ def name_keys(title: str | None, aliases: object) -> list[str]:
 def links_to_others(targets: Iterable[str], path: str, title: object) -> list[str]:
     """A note's link targets without those naming the note itself by its path or title (``[[Own title#Section]]``):
     the links whose words BM25 counts as another note's name (:func:`kbsearch.lexical.document_vector`'s ``links``).
-    The title heads each of the note's chunks (its heading path): a self-link discounted it there (rev31a)."""
-    own = {*path_keys(path), *name_keys(title if isinstance(title, str) else None, None)}
-    return [target for target in targets if unanchored(link_key(target) or "") not in own]
+    The title heads each of the note's chunks (its heading path): a self-link discounted it there (rev31a). A link
+    from the root names the note only by its whole path (``[[../Runbook]]`` in ``ops/Runbook.md`` is the root's
+    ``Runbook.md``, another note: rev38a)."""
+    own = {*path_keys(path), *name_keys(title if isinstance(title, str) else None, None), *anchored_keys(path)}
+    return [target for target in targets if (link_key(target) or "") not in own]
 
 
 def graph_keys(paths: Iterable[str], names: Iterable[str], links: Iterable[str]) -> list[str]:
