@@ -70,6 +70,7 @@ from kbsearch.links import (
     NAME_KEY,
     OLD_GRAPH_FIELDS,
     PATH_KEY,
+    ROOT,
     KeyFilter,
     Linkable,
     graph_clauses,
@@ -2965,8 +2966,10 @@ def name_keys_of(store: Store, paths: Sequence[str]) -> set[str]:
 def stamp_links(store: Store, keys: Collection[str], generation: int, metadata: dict[str, Any]) -> None:
     """Give ``generation`` (:data:`~kbsearch.qdrant.query.LINKS_AT`) to every chunk of every note whose links name
     one of ``keys`` (its first chunk's ``l:`` graph keys; a note a store made before has not rewritten, by its old
-    field too): a search holding link targets recorded before knows them stale for that note's links."""
-    ordered = sorted(keys)
+    field too): a search holding link targets recorded before knows them stale for that note's links. A link from
+    the root (``[[../Plan]]``: the key ``/plan``, adv38) names the note by its whole path: its notes are found
+    under the anchored key too (they were not: a warm search kept showing it for a minute, rev38a)."""
+    ordered = sorted({*keys, *(ROOT + key for key in keys if not key.startswith(ROOT))})
     old = not metadata.get(GRAPH_KEYS_ONLY)
     requests: list[dict[str, Any]] = [{"filter": {"should": graph_clauses(LINK_KEY, ordered[i : i + 512], old)}}
                                       for i in range(0, len(ordered), 512)]  # fmt: skip
