@@ -3,17 +3,16 @@ review: a cold review of adv38 and perf38 (rev38a)")."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kbsearch_tools.fakes import FakeEndpoint
 from kbsearch_tools.local.runtime import LambdaContext
 from kbsearch_tools.s3events import EventPath
 from tests.integration import test_events
-from tests.integration.test_events import BUCKET, PREFIX
-from tests.integration.test_rel31 import _as
+from tests.integration.test_events import PREFIX
 from tests.integration.test_rel31 import aws as aws  # noqa: PLC0414 (the fixture, shared)
 from tests.integration.test_rel31 import cloud_env as cloud_env  # noqa: PLC0414 (the fixture, shared)
+from tests.integration.test_rel31 import hidden_once_restricted
 
 
 def test_a_relative_link_to_a_note_turned_restricted_is_hidden_at_a_warm_search_lambdas_next_request(
@@ -33,10 +32,4 @@ def test_a_relative_link_to_a_note_turned_restricted_is_hidden_at_a_warm_search_
     aws.put(f"{PREFIX}Secret.md", b"---\naccess: [hr]\n---\n# Secret\n\nhidden\n")
     aws.receive()
     indexer.app.lambda_handler({"full": True}, LambdaContext("kb-search-test-indexer", 2048, 900))
-    app = load_search_app(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_URL=endpoint.url, QDRANT_API_KEY="qk",
-                          ACCESS_GROUPS=json.dumps({"api_keys": {"id-pub": ["public"], "id-hr": ["hr"]}}))  # fmt: skip
-    assert _as(app, "id-pub") == (["/Plan"], [])  # resolved in the graph: Plan is a note the caller reads
-    aws.put(f"{PREFIX}Plan.md", b"---\naccess: [hr]\n---\n# Plan\n\nthe plan\n")
-    assert indexer(aws.receive()) == []
-    assert _as(app, "id-pub") == ([], [])
-    assert _as(app, "id-hr") == (["/Plan"], [])
+    hidden_once_restricted(aws, indexer, endpoint, load_search_app, "/Plan")
