@@ -120,18 +120,28 @@ def test_an_access_change_an_s3_event_syncs_hides_its_links_at_a_warm_search_lam
     still shown to hr; the search after it is one Qdrant request again."""
     indexer, endpoint = cloud_env
     fully_synced(aws, indexer, "Plan", b"---\naccess: [public]\n---\n# Plan\n\nthe plan\n")
-    app = load_search_app(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_URL=endpoint.url, QDRANT_API_KEY="qk",
-                          ACCESS_GROUPS=json.dumps({"api_keys": {"id-pub": ["public"], "id-hr": ["hr"]}}))  # fmt: skip
-    assert _as(app, "id-pub") == (["Plan"], [])  # resolved in the graph: Plan is a note the caller reads
-    aws.put(f"{PREFIX}Plan.md", b"---\naccess: [hr]\n---\n# Plan\n\nthe plan\n")
-    assert indexer(aws.receive()) == []
-    assert _as(app, "id-pub") == ([], [])
-    assert _as(app, "id-hr") == (["Plan"], [])
+    app = hidden_once_restricted(aws, indexer, endpoint, load_search_app, "Plan")
     before = len(endpoint.requests)
     _as(app, "id-pub")
     asked = [r.path for r in endpoint.requests[before:]]
     # the search's one batch and the note graph's one (round 35: its two searches in one batch), no metadata read
     assert asked.count("/collections/kb/points/query/batch") == 2 and "/collections/kb" not in asked, asked
+
+
+def hidden_once_restricted(
+    aws: EventPath, indexer: test_events.Indexer, endpoint: FakeEndpoint, load_search_app: Any, link: str
+) -> Callable[[dict[str, Any]], Any]:
+    """A warm search Lambda shows the public caller Welcome's ``link`` to the public `Plan.md` (resolved in the
+    graph); an S3 event turns Plan `access: [hr]`; at the next request the link is hidden from the public caller
+    and still shown to hr (rel31; a link from the root, rev38a). The warm search Lambda."""
+    app = load_search_app(KB_SOURCE=f"s3://{BUCKET}/{PREFIX}", QDRANT_URL=endpoint.url, QDRANT_API_KEY="qk",
+                          ACCESS_GROUPS=json.dumps({"api_keys": {"id-pub": ["public"], "id-hr": ["hr"]}}))  # fmt: skip
+    assert _as(app, "id-pub") == ([link], [])  # resolved in the graph: Plan is a note the caller reads
+    aws.put(f"{PREFIX}Plan.md", b"---\naccess: [hr]\n---\n# Plan\n\nthe plan\n")
+    assert indexer(aws.receive()) == []
+    assert _as(app, "id-pub") == ([], [])
+    assert _as(app, "id-hr") == ([link], [])
+    return app
 
 
 @pytest.mark.parametrize("by", ["event", "full sync"])

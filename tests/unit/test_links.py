@@ -102,3 +102,56 @@ def test_a_link_names_a_note_exactly_when_the_graph_resolves_it_to_one() -> None
         key, source = rng.choice(keys), rng.choice(["x.md", "ops/x.md", "a/ops/y.md"])
         candidates = rng.sample(notes, rng.randint(0, 6))
         assert names_a_note(key, candidates) == (resolve(key, source, candidates) is not None), (key, candidates)
+
+
+def test_the_resolver_of_a_note_read_answers_as_resolve_for_every_key_shape() -> None:
+    """``Resolver`` (what ``GET /notes`` and the MCP note tools resolve a note's links and backlinks with: each key
+    matched once against the notes holding it, rev38a) answers exactly as ``resolve`` over the same notes, and
+    ``names_a_note`` says whether it names one (perf38), for keys of every shape: a name, a tail, a whole path,
+    anchored at the root (``[[../ops/Guide]]``, ``[[/Guide]]``: adv38), a title, an alias, another case, NFD, one
+    naming nothing; linking notes in the notes' folders and elsewhere; namesakes in many folders and depths."""
+    import itertools
+    import random
+    import unicodedata
+
+    from kbsearch.links import Linkable, Resolver, link_key, name_keys, names_a_note, path_keys, resolve
+
+    rng = random.Random(381)
+    folders = ["", "ops/", "a/ops/", "b/", "ёлка/"]
+    files = ["Guide", "Runbook", "Ёж", "ops"]
+    titles = [None, "Guide", "Runbook", "Ёж notes"]
+    aliases: list[object] = [None, "runbook", ["Guide", "ops"]]
+    every = [
+        Linkable(
+            f"{folder}{file}.md",
+            title or file,
+            tuple(path_keys(f"{folder}{file}.md")),
+            tuple(name_keys(title or file, alias)),
+        )
+        for folder, file, title, alias in itertools.product(folders, files, titles, aliases)
+    ]
+    targets = [f"{r}{f}{n}" for r in ("", "/", " /") for f in folders for n in files]
+    targets += ["GUIDE", "/OPS/guide.md", unicodedata.normalize("NFD", "/ёлка/Ёж"), "Ёж notes", "nothing", "/nothing"]
+    keys = [k for k in map(link_key, targets) if k is not None]
+    assert "/ops/guide" in keys and "guide" in keys and "/ёлка/ёж" in keys
+    sources = [f"{folder}x.md" for folder in folders] + ["c/d/x.md"]
+    for _ in range(300):
+        notes = list({n.path: n for n in rng.sample(every, rng.randint(0, 40))}.values())
+        meaning = Resolver(notes)
+        for key in rng.sample(keys, 12):
+            for source in rng.sample(sources, 3):
+                meant = resolve(key, source, notes)
+                assert meaning(key, source) is meant, (key, source, [n.path for n in notes])
+                assert names_a_note(key, notes) == (meant is not None), (key, [n.path for n in notes])
+
+
+def test_a_link_from_the_root_to_a_namesake_is_a_link_to_another_note_not_a_self_link() -> None:
+    """``links_to_others`` keeps the links that name another note (BM25 discounts their quoted names,
+    ``lexical.document_vector``). adv38 read a link from the root by its bare key there, so ``[[../Runbook]]`` in
+    ``ops/Runbook.md`` (the root's ``Runbook.md``: another note) was taken for a self-link and dropped, while
+    ``[[../ops/Runbook]]`` and ``[[Runbook]]`` do name the note itself (rev38a)."""
+    from kbsearch.links import links_to_others
+
+    targets = ["/Runbook", "/ops/Runbook", "Runbook", "ops/Runbook", "/OPS/runbook.md", "/a/ops/Runbook", "/Other"]
+    assert links_to_others(targets, "ops/Runbook.md", "Runbook") == ["/Runbook", "/a/ops/Runbook", "/Other"]
+    assert links_to_others(["/Guide", "Guide"], "Guide.md", "Guide") == []

@@ -34,6 +34,7 @@ from kbsearch.links import (
     OLD_GRAPH_FIELDS,
     PATH_KEY,
     Linkable,
+    Resolver,
     anchored_keys,
     graph_clauses,
     link_key,
@@ -580,6 +581,7 @@ class BrowseService:
                 by_path.setdefault(linkable.path, (linkable, stored_keys(point["payload"], LINK_KEY)))
         notes = list(by_path.values())
         pool = [n for n, _ in notes if n.path != path] + [me]  # this note as it is now, even before a sync
+        meaning = Resolver(pool)  # each link resolved among the notes holding its key alone, once a folder
         outgoing: list[NoteRef] = []
         seen: set[str] = set()
         for target in targets:
@@ -587,7 +589,7 @@ class BrowseService:
             if key is None or key in seen:
                 continue
             seen.add(key)
-            found = resolve(key, path, pool)
+            found = meaning(key, path)
             outgoing.append(NoteRef(target=target, path=found.path if found else None,
                                     title=found.title if found else None))  # fmt: skip
         if scope.restricted:  # as a search hit's links: no target that names only notes the caller may not read
@@ -599,7 +601,7 @@ class BrowseService:
         backlinks = [
             NoteRef(target=source.path, path=source.path, title=source.title)
             for source, keys in sorted(notes, key=lambda n: n[0].path)
-            if source.path in linked and any(k in own and resolve(k, source.path, pool) is me for k in keys)
+            if source.path in linked and any(k in own and meaning(k, source.path) is me for k in keys)
         ]
         return NoteLinks(outgoing=outgoing, backlinks=backlinks, backlinks_truncated=len(linkers) >= GRAPH_LIMIT)
 

@@ -71,10 +71,12 @@ from kbsearch.links import (
     OLD_GRAPH_FIELDS,
     PATH_KEY,
     RESOLVE_VERSION,
+    ROOT,
     KeyFilter,
     Linkable,
     graph_clauses,
     graph_keys,
+    keyed,
     keys_naming,
     link_keys,
     linkable,
@@ -2906,7 +2908,7 @@ def dangling_links(
     except _CheckCut:
         cut = True
     wanted = sorted({unanchored(key) for _, key in pairs})  # a key from the root: asked as its whole path
-    by_key: dict[str, list[Linkable]] = {}
+    notes: list[Linkable] = []
     resolved: set[str] = set()
     fields = ["path", "title", GRAPH_FIELD, OLD_GRAPH_FIELDS[PATH_KEY], OLD_GRAPH_FIELDS[NAME_KEY]]
     for i in range(0, len(wanted) if not cut else 0, 512):
@@ -2916,15 +2918,15 @@ def dangling_links(
             for payload in _scrolled(store, [named], fields, 1024, stop_at):
                 note = linkable(payload)
                 if note is not None:
-                    for key in {*note.path_keys, *note.name_keys}:
-                        by_key.setdefault(key, []).append(note)
+                    notes.append(note)
         except _CheckCut:
             cut = True
             break
         resolved.update(keys)
-    dangling = sorted(
-        p for p in pairs if unanchored(p[1]) in resolved and not names_a_note(p[1], by_key.get(unanchored(p[1]), ()))
-    )
+    by_key = keyed(notes)
+    # a key many links name is answered once (a key from the root naming no note asked every namesake per link)
+    names = {key: names_a_note(key, by_key.get(unanchored(key), ())) for key in {key for _, key in pairs}}
+    dangling = sorted(p for p in pairs if unanchored(p[1]) in resolved and not names[p[1]])
     return len(dangling), [{"path": path, "link": key} for path, key in dangling[:shown]], cut
 
 
@@ -3013,8 +3015,10 @@ def name_keys_of(store: Store, paths: Sequence[str]) -> set[str]:
 def stamp_links(store: Store, keys: Collection[str], generation: int, metadata: dict[str, Any]) -> None:
     """Give ``generation`` (:data:`~kbsearch.qdrant.query.LINKS_AT`) to every chunk of every note whose links name
     one of ``keys`` (its first chunk's ``l:`` graph keys; a note a store made before has not rewritten, by its old
-    field too): a search holding link targets recorded before knows them stale for that note's links."""
-    ordered = sorted(keys)
+    field too): a search holding link targets recorded before knows them stale for that note's links. A link from
+    the root (``[[../Plan]]``: the key ``/plan``, adv38) names the note by its whole path: its notes are found
+    under the anchored key too (they were not: a warm search kept showing it for a minute, rev38a)."""
+    ordered = sorted({*keys, *(ROOT + key for key in keys if not key.startswith(ROOT))})
     old = not metadata.get(GRAPH_KEYS_ONLY)
     requests: list[dict[str, Any]] = [{"filter": {"should": graph_clauses(LINK_KEY, ordered[i : i + 512], old)}}
                                       for i in range(0, len(ordered), 512)]  # fmt: skip

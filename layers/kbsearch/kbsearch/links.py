@@ -177,9 +177,11 @@ def name_keys(title: str | None, aliases: object) -> list[str]:
 def links_to_others(targets: Iterable[str], path: str, title: object) -> list[str]:
     """A note's link targets without those naming the note itself by its path or title (``[[Own title#Section]]``):
     the links whose words BM25 counts as another note's name (:func:`kbsearch.lexical.document_vector`'s ``links``).
-    The title heads each of the note's chunks (its heading path): a self-link discounted it there (rev31a)."""
-    own = {*path_keys(path), *name_keys(title if isinstance(title, str) else None, None)}
-    return [target for target in targets if unanchored(link_key(target) or "") not in own]
+    The title heads each of the note's chunks (its heading path): a self-link discounted it there (rev31a). A link
+    from the root names the note only by its whole path (``[[../Runbook]]`` in ``ops/Runbook.md`` is the root's
+    ``Runbook.md``, another note: rev38a)."""
+    own = {*path_keys(path), *name_keys(title if isinstance(title, str) else None, None), *anchored_keys(path)}
+    return [target for target in targets if (link_key(target) or "") not in own]
 
 
 def graph_keys(paths: Iterable[str], names: Iterable[str], links: Iterable[str]) -> list[str]:
@@ -264,6 +266,18 @@ def _match(key: str, note: Linkable) -> int | None:
     return None
 
 
+def keyed(notes: Iterable[Linkable]) -> dict[str, list[Linkable]]:
+    """``notes`` under each of their path and name keys: the only notes a link ``key`` can name are
+    ``keyed(notes)[unanchored(key)]`` (:func:`_match` asks no other), so :func:`resolve` and :func:`names_a_note`
+    ask those alone, not every note read (rev38a: a note's links and backlinks resolved each link over the whole
+    pool, 1.2M matches for a hub of 500 backlinks, 500 links and 500 namesakes)."""
+    out: dict[str, list[Linkable]] = {}
+    for note in notes:
+        for key in {*note.path_keys, *note.name_keys}:
+            out.setdefault(key, []).append(note)
+    return out
+
+
 def names_a_note(key: str, candidates: Iterable[Linkable]) -> bool:
     """Whether the link ``key`` names any of ``candidates`` (:func:`resolve` is not None), stopping at the first it
     names: a count of dangling links asks only this, never which note is meant."""
@@ -281,6 +295,42 @@ def resolve(key: str, source_path: str, candidates: Iterable[Linkable]) -> Linka
         if best is None or rank < best[0]:
             best = (rank, note)
     return best[1] if best else None
+
+
+class Resolver:
+    """:func:`resolve` over one set of notes, asked for many links: a link's key is matched against the notes
+    holding it alone (:func:`keyed`), once per key, and each linking note's folder then picks among the best of
+    each folder (resolve's order: how the key names the note, the linking note's folder first, the shortest path,
+    the first path). A note's links and backlinks (``browse``) resolved every link over every note read: 500 links
+    and 500 backlinks of a hub with 500 namesakes were 1.2M matches, 0.5 s of a ``GET /notes`` (rev38a)."""
+
+    def __init__(self, notes: Iterable[Linkable]) -> None:
+        self._keyed = keyed(notes)
+        #: per key: the best note it names anywhere, and the best in each folder, ranked (kind, depth, path)
+        self._best: dict[str, tuple[Linkable | None, int, dict[str, tuple[int, Linkable]]]] = {}
+
+    def __call__(self, key: str, source_path: str) -> Linkable | None:
+        """What ``resolve(key, source_path, notes)`` answers."""
+        best = self._best.get(key)
+        if best is None:
+            anywhere: tuple[tuple[int, int, str], Linkable] | None = None
+            by_folder: dict[str, tuple[tuple[int, int, str], Linkable]] = {}
+            for note in self._keyed.get(unanchored(key), ()):
+                kind = _match(key, note)
+                if kind is None:
+                    continue
+                rank = (kind, note.path.count("/"), note.path)
+                folder = _folder(note.path)
+                if folder not in by_folder or rank < by_folder[folder][0]:
+                    by_folder[folder] = (rank, note)
+                if anywhere is None or rank < anywhere[0]:
+                    anywhere = (rank, note)
+            folders = {folder: (rank[0], note) for folder, (rank, note) in by_folder.items()}
+            best = self._best[key] = (None, 0, folders) if anywhere is None else (anywhere[1], anywhere[0][0], folders)
+        meant, kind, folders = best
+        here = folders.get(_folder(source_path))
+        # the best note in the linking note's folder wins unless another names it better (a lower kind)
+        return here[1] if here is not None and here[0] <= kind else meant
 
 
 class KeyFilter:
