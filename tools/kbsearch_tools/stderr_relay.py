@@ -206,7 +206,20 @@ def _relay_fd(current: TextIO) -> tuple[TextIO, int] | None:
     target = open(saved, "w", encoding=encoding, errors="backslashreplace", closefd=True)  # noqa: SIM115 (for good)
     os.dup2(write_end, fd)
     os.close(write_end)
+    _fatal_errors_to(target)
     return target, read_end
+
+
+def _fatal_errors_to(target: TextIO) -> None:
+    """A fatal error's traceback (``PYTHONFAULTHANDLER=1``, ``-X faulthandler``: a segfault in a native library,
+    an abort) written to ``target``, the descriptor as it was, never into the drained pipe (rev38b): the handler
+    writes, then the process dies at once, its draining thread with it, and what waited in the pipe died too: the
+    launcher saw a process gone without a word. The process is ending: a write that waits on its reader costs
+    nothing more than before rel38. Left off when it was off."""
+    import faulthandler
+
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=target, all_threads=True)
 
 
 def _drain_fd(read_end: int, relay: StderrRelay) -> None:
