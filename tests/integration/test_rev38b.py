@@ -62,7 +62,7 @@ def test_kbsearch_serve_s_fatal_error_traceback_reaches_its_stderr(tmp_path: Pat
         said = _said_until_dead(process, sig, b"try: curl")
         assert process.returncode == -sig
         assert b"Fatal Python error" in said, said[-2000:]  # rel38: not there
-        assert {signal.SIGSEGV: b"Segmentation fault", signal.SIGABRT: b"Aborted"}[sig] in said, said[-2000:]
+        assert (b"Segmentation fault" if sig == signal.SIGSEGV else b"Aborted") in said, said[-2000:]
     finally:
         if process.poll() is None:
             process.kill()
