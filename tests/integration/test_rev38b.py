@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,3 +68,29 @@ def test_kbsearch_serve_s_fatal_error_traceback_reaches_its_stderr(tmp_path: Pat
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+_LAST_WORDS = """
+import os, sys
+from kbsearch_tools.stderr_relay import relay_stderr
+relay_stderr("kbsearch serve")
+for i in range(2000):  # as a native library, a child process or sys.__stderr__ would: on descriptor 2, below Python
+    os.write(2, b"a native library says line %d of 2000\\n" % i)
+os.write(2, b"its last line\\n")
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_what_is_written_to_descriptor_2_just_before_exit_reaches_stderr(code: int) -> None:
+    """rel38's drained pipe for descriptor 2 was not emptied at exit: the exit drain waited on the relay, not on the
+    pipe (rel38's own "Left"), so what a native library, a child process or ``sys.__stderr__`` wrote in the last
+    instant died in the pipe: the last lines before an end, what a reader looking late wants. Spawned: 2,000 lines
+    written to descriptor 2 after `relay_stderr`, then exit; all of them reach stderr, the last one too, in order,
+    nothing else (the exit's mark never shown). rel38: stderr ended a few hundred lines in, or was empty."""
+    done = subprocess.run([sys.executable, "-c", _LAST_WORDS, str(code)], check=False, cwd=ROOT, capture_output=True,
+                          env=subprocess_env(), timeout=60)  # fmt: skip
+    assert done.returncode == code
+    lines = done.stderr.decode().splitlines()
+    assert lines[-1:] == ["its last line"], lines[-3:]  # rel38: not there
+    assert lines[:-1] == [f"a native library says line {i} of 2000" for i in range(2000)]
