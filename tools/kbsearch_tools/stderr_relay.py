@@ -163,7 +163,9 @@ def _relay(which: str, name: str) -> StderrRelay | None:
     relay = StderrRelay(drained[0] if drained else current, name=name, stream=which)
     if drained:
         relay._fd = current.fileno()
-        threading.Thread(target=_drain_fd, args=(drained[1], relay), name="kbsearch-fd2", daemon=True).start()
+        drain = _FdDrain(drained[1], relay._fd, relay)
+        drain.thread.start()
+        _FD_DRAINS.append(drain)
     loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
                                       if isinstance(lg, logging.Logger))]  # fmt: skip
     for logger in loggers:
@@ -206,23 +208,78 @@ def _relay_fd(current: TextIO) -> tuple[TextIO, int] | None:
     target = open(saved, "w", encoding=encoding, errors="backslashreplace", closefd=True)  # noqa: SIM115 (for good)
     os.dup2(write_end, fd)
     os.close(write_end)
+    _fatal_errors_to(target)
     return target, read_end
 
 
-def _drain_fd(read_end: int, relay: StderrRelay) -> None:
-    """Read what is written to the descriptor and hand it to ``relay`` (never ``sys.stderr``: code that puts back
-    ``sys.__stderr__``, a stream on that descriptor, would loop): never waits on a reader."""
-    decoder = codecs.getincrementaldecoder(relay.encoding)(errors="backslashreplace")
-    while True:
+def _fatal_errors_to(target: TextIO) -> None:
+    """A fatal error's traceback (``PYTHONFAULTHANDLER=1``, ``-X faulthandler``: a segfault in a native library,
+    an abort) written to ``target``, the descriptor as it was, never into the drained pipe (rev38b): the handler
+    writes, then the process dies at once, its draining thread with it, and what waited in the pipe died too: the
+    launcher saw a process gone without a word. The process is ending: a write that waits on its reader costs
+    nothing more than before rel38. Left off when it was off."""
+    import faulthandler
+
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=target, all_threads=True)
+
+
+class _FdDrain:
+    """What is written to the descriptor, read by a thread and handed to ``relay`` (never ``sys.stderr``: code that
+    puts back ``sys.__stderr__``, a stream on that descriptor, would loop): never waits on a reader. At exit
+    (:meth:`settle`) what is in the pipe reaches the relay before the relay's own drain (rev38b: a native library's
+    last lines, a child's, ``sys.__stderr__``'s, written in the instant before the end stayed in the pipe and died
+    with the process)."""
+
+    #: Written to the pipe at exit, after everything written before it (a pipe keeps order): the thread has handed
+    #: everything before to the relay when it reads this. Never handed on.
+    MARK = b"\x00kbsearch-fd2-settled\x00"
+
+    def __init__(self, read_end: int, fd: int, relay: StderrRelay) -> None:
+        self._read_end = read_end
+        self._fd = fd
+        self._relay = relay
+        self._settled = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="kbsearch-fd2", daemon=True)
+
+    def _run(self) -> None:
+        decoder = codecs.getincrementaldecoder(self._relay.encoding)(errors="backslashreplace")
+        carry = b""  # the end of what was read that may begin the mark
+        while True:
+            try:
+                data = os.read(self._read_end, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            data, carry = carry + data, b""
+            settled = self.MARK in data
+            if settled:
+                data = data.replace(self.MARK, b"")
+            else:
+                keep = next((n for n in range(len(self.MARK) - 1, 0, -1) if data.endswith(self.MARK[:n])), 0)
+                data, carry = data[: len(data) - keep], data[len(data) - keep :]
+            text = decoder.decode(data)
+            if text:
+                self._relay.write(text)
+            if settled:
+                self._settled.set()
+
+    def settle(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for what is in the pipe now to reach the relay; whether it did. A write that would
+        wait (the pipe full, its thread gone) is not made."""
+        if not self.thread.is_alive():
+            return False
         try:
-            data = os.read(read_end, 65536)
+            os.set_blocking(self._fd, False)  # the process is ending: a writer to a full pipe is told, not held
+            os.write(self._fd, self.MARK)
         except OSError:
-            return
-        if not data:
-            return
-        text = decoder.decode(data)
-        if text:
-            relay.write(text)
+            return False
+        return self._settled.wait(timeout_s)
+
+
+#: The descriptors :func:`_relay` made pipes, settled at exit before the relays are drained.
+_FD_DRAINS: list[_FdDrain] = []
 
 
 #: The relays :func:`_relay` made, drained together at exit.
@@ -233,5 +290,7 @@ def _drain_all() -> None:
     """At exit, what waits in every relay is given :data:`StderrRelay.EXIT_DRAIN_S` in all, not each its own: with
     stdout and stderr both unread (``kbsearch serve``), its end waited twice as long (rev37b)."""
     until = time.monotonic() + StderrRelay.EXIT_DRAIN_S
+    for drain in _FD_DRAINS:  # what waits in the pipe first: it is handed to its relay, drained below
+        drain.settle(max(0.0, until - time.monotonic()))
     for relay in reversed(_RELAYS):  # stdout's first: the last lines a reader of it waits for
         relay.drain(max(0.0, until - time.monotonic()))
