@@ -31,6 +31,7 @@ def walk_app(load_search_app: Any, tmp_path: Path) -> Any:
         "# Inventory classes\n\nThe ABC analysis ranks stock items by their share of the yearly spend.\n",
         encoding="utf-8",
     )
+    (kb / "en" / "Cost.md").write_text("---\ntags: [cost]\n---\n# Cloud cost\n\nThe monthly bill.\n", encoding="utf-8")
     (kb / "ru").mkdir()
     (kb / "ru" / "Договоры.md").write_text(
         "# Договоры\n\nДоговор на IT-услуги подписывает финансовый директор.\n", encoding="utf-8"
@@ -87,3 +88,19 @@ def test_a_russian_word_after_an_english_name_in_capitals_is_a_russian_question(
     for english in ("HOW DO I USE Синхронизация", "WHERE IS Настройки", "HOW TO SET UP SYNC"):
         ack, _ = _command(walk_app, hook, english)
         assert ack.startswith("Searching for “"), ack
+
+
+def test_a_tag_no_note_holds_is_not_answered_with_an_unlike_one(
+    walk_app: Any,
+    hook: FakeEndpoint,  # noqa: F811
+) -> None:
+    """`/kb tag:ops backup` (the README's kind of tag; this KB has none) was answered "No note has the tag 'ops'
+    (tag:): did you mean 'cost'?": two of its three letters changed, no slip (difflib's ratio 0.57 met the 0.5
+    cutoff). The answer lists the tags there are instead; a one-letter slip is still named (`gude`: 'guide')."""
+    _, answer = _command(walk_app, hook, "tag:ops backup")
+    said = " ".join(_sections(answer))
+    assert "No note has the tag 'ops' (tag:); the tags: " in said and "cost" in said, said
+    assert "did you mean" not in said, said
+    _, answer = _command(walk_app, hook, "tag:gude backup")
+    said = " ".join(_sections(answer))
+    assert "No note has the tag 'gude' (tag:): did you mean 'guide'?" in said, said
