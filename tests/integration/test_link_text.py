@@ -82,7 +82,7 @@ def test_an_index_read_before_counts_links_anew_at_its_next_sync_without_embeddi
     the runbook comes first; the sync after it does nothing more."""
     embedder = embedder_for(deepinfra)
     assert sync(stores(), SAMPLE_KB, embedder).error is None
-    assert lexical.READING_VERSION == 8
+    assert lexical.READING_VERSION == 9
     read(stores, as_reading_4)
     assert read(stores, lambda s: first(s, QUERIES[0]))[0] == LINKING  # what the README's query answered
     before, after, payloads = synced_anew(stores, SAMPLE_KB, embedder, deepinfra, 4)

@@ -75,7 +75,7 @@ def test_an_index_read_before_ids_gets_them_at_its_next_sync_without_embedding(
     and no payload, and the ids are found; the sync after it does nothing more."""
     embedder = embedder_for(deepinfra)
     assert sync(stores(), kb, embedder).error is None
-    assert lexical.READING_VERSION == 8
+    assert lexical.READING_VERSION == 9
 
     def as_reading_3(store: Any) -> None:
         old = [(pid, document_vector(str(stored_embed_text(payload)))) for pid, payload in store.points().items()]

@@ -314,6 +314,7 @@ READING_CANARY = (
     "\u0415RR-4012 п\x61пке \u0421PU \x63оздать сoк dockerфайл",  # reading 6: look-alikes of the other script
     "0x\u0421\u0410 \u04d9\u043a\x65 \x69нформац\x69я",  # reading 7: a code in Latin, ә Cyrillic, i as і (rev37d)
     "\u04104 1\u0421 \u04111-\u04102 110\u0432",  # reading 8: a code in Cyrillic look-alikes alone is Latin (adv38)
+    "\u0410\u0412\x43 \u0421\x4fK \u0412\x45\u0421\u0422\u041e",  # reading 9: an acronym in capitals of both scripts is Latin
 )  # fmt: skip
 
 
@@ -344,7 +345,7 @@ def test_the_reading_version_names_the_reading() -> None:
     ]
     vectors = [[v.indices, [round(x, 9) for x in v.values]] for v in read]
     digest = hashlib.sha256(json.dumps(vectors).encode()).hexdigest()[:16]
-    assert (READING_VERSION, digest) == (8, "5709e0913879249a"), (
+    assert (READING_VERSION, digest) == (9, "54ab80a38e79083b"), (
         "BM25's reading changed: bump READING_VERSION, record the digest"
     )
 

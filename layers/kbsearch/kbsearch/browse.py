@@ -283,7 +283,10 @@ class BrowseService:
             for value in values:
                 if value in known or (what == "tag" and tag_key(value) in keys):
                     continue
-                meant = difflib.get_close_matches(value, known, n=1, cutoff=0.5)
+                # a slip of the value (``runbok``, ``actve``: one letter), not any value sharing letters with it:
+                # at 0.5, ``ops`` was answered "did you mean 'cost'?" (two of its three letters changed; walk39),
+                # where the list of the values held says what there is
+                meant = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
                 unheld.append(UnheldFilter(what, value, meant[0] if meant else None, tuple(known)))
         return unheld
 

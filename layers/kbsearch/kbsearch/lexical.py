@@ -54,8 +54,9 @@ if TYPE_CHECKING:
 #: the one script its reader sees (:func:`one_script`: ``ЕRR-4012`` with a Cyrillic ``Е`` is ``err``; round 37); 7:
 #: a code of look-alikes (``0xСА``) read in Latin, a letter of any Cyrillic alphabet (``ә``) making a word Cyrillic,
 #: a Latin ``i`` in a word that cannot be Latin read as ``і`` (rev37d, round 37); 8: a code whose letters are all
-#: Cyrillic look-alikes read in Latin (``А4``, ``1С``: ``a4``, ``1c``; adv38, round 38).
-READING_VERSION = 8
+#: Cyrillic look-alikes read in Latin (``А4``, ``1С``: ``a4``, ``1c``; adv38, round 38); 9: an acronym in capitals
+#: typed in both scripts read in Latin (``АВC``: ``abc``; walk39, round 39).
+READING_VERSION = 9
 
 K1 = 1.2
 B = 0.75
@@ -164,6 +165,46 @@ _DIGIT = re.compile(r"\d")
 CODE_LETTERS = 3
 #: A Cyrillic letter beside a digit: where a code in Cyrillic look-alikes may be (``А4``, ``1С``; :func:`as_seen`).
 _CODE_MEETS = re.compile(f"\\d{_CYRILLIC_ANY.pattern}|{_CYRILLIC_ANY.pattern}\\d")
+#: The capitals each script writes alike (``A`` and ``А``, ``C`` and ``С``): a word of them alone, in capitals,
+#: typed in both scripts (``АВC``: a Cyrillic ``А``, ``В``, a Latin ``C``) is an acronym or a code, written in Latin
+#: letters (:func:`_look_alike_acronym`; walk39).
+_LATIN_CAPITALS = "ABCEHKMOPTXY"
+_CYRILLIC_CAPITALS = "АВЕКМНОРСТУХ"
+
+
+def _capitals_meet(text: str) -> bool:
+    """Whether two such capitals of the two scripts stand side by side in ``text``: where such a word may be. Found
+    by ``str.find`` of each Latin one (a Russian note holds few), not by a regex, whose scan of every character
+    doubled the cost of reading a Russian note (:func:`_lowered`; walk39)."""
+    for latin in _LATIN_CAPITALS:
+        at = text.find(latin)
+        while at != -1:
+            after = text[at + 1 : at + 2]
+            if (at and text[at - 1] in _CYRILLIC_CAPITALS) or (after and after in _CYRILLIC_CAPITALS):
+                return True
+            at = text.find(latin, at + 1)
+    return False
+
+
+def _look_alike_acronym(word: str) -> bool:
+    """A word in capitals of at most :data:`CODE_LETTERS` letters, each one the two scripts write alike, of both
+    scripts (``АВC``, ``СPU`` is no such word: ``U`` has no Cyrillic look-alike and is Latin anyway): lower-cased,
+    the majority rule read it as Cyrillic (``авс``), an acronym as often Latin as Russian in lower case (``вeс``,
+    ``сoк``); in capitals it is an acronym or a code, and a code is written in Latin letters (rev37d, adv38)."""
+    return (
+        len(word) <= CODE_LETTERS
+        and all(c in _LATIN_CAPITALS or c in _CYRILLIC_CAPITALS for c in word)
+        and any(c in _LATIN_CAPITALS for c in word)
+        and any(c in _CYRILLIC_CAPITALS for c in word)
+    )
+
+
+def _acronyms_in_latin(text: str) -> str:
+    """``text`` with each word :func:`_look_alike_acronym` takes written in Latin letters, before it is lower-cased
+    (lower-cased, ``авc`` cannot be told from a Russian word typed with a Latin letter); else ``text`` itself."""
+    if text.isascii() or not _capitals_meet(text):
+        return text
+    return _WORD.sub(lambda m: m[0].translate(_TO_LATIN) if _look_alike_acronym(m[0]) else m[0], text)
 
 
 def one_script(word: str) -> str:
@@ -180,6 +221,8 @@ def one_script(word: str) -> str:
     ``\\n``): kept."""
     if word.isascii() or not _CYRILLIC_ANY.search(word):
         return word
+    if _look_alike_acronym(word):  # ``АВC`` in capitals: the acronym ``ABC`` (walk39)
+        return word.translate(_TO_LATIN)
     if not _LATIN_ANY.search(word):
         # a code whose letters are all Cyrillic look-alikes (``А4``, ``1С``, ``В5``: the Latin code to its reader,
         # typed on a Russian layout or by habit) is the Latin code; a word of letters alone stays Russian, and so
@@ -307,7 +350,7 @@ def folded(text: str) -> str:
     """``text`` as a reader types it: read as BM25 reads it (:func:`reading`), its whitespace runs one space,
     case-folded, each word mixing Latin and Cyrillic look-alikes in the one script its reader sees
     (:func:`one_script`) (a title or a heading named by its words, whatever its form)."""
-    text = " ".join(reading(text).split()).casefold()
+    text = " ".join(_acronyms_in_latin(reading(text)).split()).casefold()
     return text if text.isascii() else _WORD.sub(lambda word: one_script(word[0]), text)
 
 
@@ -323,7 +366,7 @@ def _lowered(text: str) -> str:
     """``text`` as its words are read: :func:`reading`, lower-cased, ``ё`` as ``е``; nothing invisible in a word;
     ``İ`` lower-cases to ``i`` + U+0307 (a mark again, after reading dropped the marks: ``İstanbul`` was the tokens
     ``i`` and ``stanbul``)."""
-    return reading(text).lower().replace("ё", "е").replace("i\u0307", "i")
+    return _acronyms_in_latin(reading(text)).lower().replace("ё", "е").replace("i\u0307", "i")
 
 
 def tokenize(text: str) -> list[str]:
@@ -518,8 +561,16 @@ def query_language(query: str) -> str | None:
     # A sentence typed in capitals ("HOW DO I USE Синхронизация", "WHERE IS Настройки"): two capitals make every
     # word a name, but an English function word is no name, so where the query opens with one and holds another,
     # those in capitals are counted (EVAL.md, session 37, lang37). One alone may be an acronym ("IT отдел"), and a
-    # function word in capitals after other words ("поиск AND OR NOT") stays a name.
-    shouted = bool(bare) and _shouted_function_word(bare[0]) and sum(map(_shouted_function_word, bare)) >= 2
+    # function word in capitals after other words ("поиск AND OR NOT") stays a name. Nor beside a Russian word in
+    # lower case: a sentence in capitals quotes a Russian label as it is written, with a capital ("WHERE IS
+    # Настройки"); a Russian word in lower case is the sentence's own, and the capitals before it an English name
+    # or acronym it names ("IT AS A SERVICE договор", "DO NOT DISTURB режим": walk39, rev37a's leftover).
+    shouted = (
+        bool(bare)
+        and _shouted_function_word(bare[0])
+        and sum(map(_shouted_function_word, bare)) >= 2
+        and not any(_CYRILLIC_LETTER.search(w) and w[:1].islower() for w in bare)
+    )
     kept = [i for i, w in enumerate(bare) if not naming.search(w) or (shouted and _shouted_function_word(w))]
     stripped = [bare[i] for i in kept]
     english = shouted or _english_grammar(stripped)

@@ -167,6 +167,9 @@ class Intent:
     filters: dict[str, Any] = field(default_factory=dict)  # SearchFilters' fields, JSON-ready
     error: str = ""
     language: str = "en"  # what kb-search's own words are said in: the question's (:func:`slack_words.language_of`)
+    #: ``(key, filter word)`` for each English word one slip from a filter word that was searched as a word
+    #: (``tab:guide``: ``("tab", "tag")``): the acknowledgement says so (:func:`ack`)
+    words_not_filters: tuple[tuple[str, str], ...] = ()
 
 
 #: ``key:value`` words of the command and the filter each sets.
@@ -210,6 +213,14 @@ PROSE_KEYS = frozenset(
 )
 
 
+def _slip_of(key: str) -> str | None:
+    """The filter word ``key`` (three letters or more, no filter word itself) is one slip from, with its first letter
+    (``tga``, ``tab``: ``tag``), or None."""
+    if len(key) < 3 or key in FILTER_KEYS:
+        return None
+    return next((w for w in FILTER_KEYS if len(w) > 2 and w[0] == key[0] and _one_slip(key, w)), None)
+
+
 def filter_meant(key: str, value: str = "") -> str | None:
     """The filter word a ``key:`` of three letters or more that is none was meant to be, one slip away and with its
     first letter (``tga:``, ``stauts:``, ``afetr:``): it was searched for as words of the question, the filter
@@ -217,9 +228,7 @@ def filter_meant(key: str, value: str = "") -> str | None:
     an English word (:data:`PROSE_KEYS`: ``tax:``, ``typo:``) is no slip, but with the value its filter takes
     (``alter:2026-01-01``, ``sine:2026-01-01``: a date; ``pat:en/Teams``: a folder), which no question's word has
     (rev38c: they were searched with the filter left out)."""
-    if len(key) < 3 or key in FILTER_KEYS:
-        return None
-    meant = next((w for w in FILTER_KEYS if len(w) > 2 and w[0] == key[0] and _one_slip(key, w)), None)
+    meant = _slip_of(key)
     if meant is None or key not in PROSE_KEYS:
         return meant
     name = FILTER_KEYS[meant]
@@ -270,6 +279,7 @@ def parse_text(text: str) -> Intent:
 
     filters: dict[str, Any] = {}
     query: list[str] = []
+    kept: list[tuple[str, str]] = []
     for m in _WORD.finditer(rest):
         key = (m.group("key") or "").lower()
         value = next((v for v in m.group("q1", "q2", "q3", "q4", "bare") if v is not None), "").strip()
@@ -279,6 +289,9 @@ def parse_text(text: str) -> Intent:
             meant = filter_meant(key, value) if value else None
             if meant is not None:  # a search without the filter meant would answer another question
                 return usage("not_a_filter", key=m.group("key"), meant=meant)
+            like = _slip_of(key) if value else None  # a listed English word (``tab:guide``): searched, and said so
+            if like is not None and (m.group("key"), like) not in kept:
+                kept.append((m.group("key"), like))
             query.append(m.group(0))
             continue
         name = FILTER_KEYS[key]
@@ -309,7 +322,7 @@ def parse_text(text: str) -> Intent:
 
     if not has_something_to_search(question):  # zero-width characters, punctuation: never a search (nor a share)
         return usage("nothing_to_search")
-    return Intent("search", question, share=share, filters=filters, language=lang)
+    return Intent("search", question, share=share, filters=filters, language=lang, words_not_filters=tuple(kept))
 
 
 def allowed_response_url(url: str, hosts: tuple[str, ...]) -> bool:
@@ -346,7 +359,12 @@ def ack(intent: Intent, command: str = "/kb") -> dict[str, Any]:
         }
     # cut before escaping (an entity is never cut in half): 300 characters escape to at most 1,500, within any
     # Slack text block (3,000) whatever the command's text held
-    return {"response_type": "ephemeral", "text": say(lang, "searching", query=escape(cut(_shown(intent.query), 300)))}
+    text = say(lang, "searching", query=escape(cut(_shown(intent.query), 300)))
+    # ``tab:guide`` typed for ``tag:guide`` is searched as words, no filter (``tab`` is an English word, as ``tax`` of
+    # ``tax:VAT`` is, and a tag is any word: no value tells them apart); said, so the asker sees the filter was not
+    # applied and how to apply it (rev38c's leftover, walk39)
+    notes = [say(lang, "word_not_filter", key=escape(key), meant=meant) for key, meant in intent.words_not_filters[:3]]
+    return {"response_type": "ephemeral", "text": "\n".join([text, *notes])}
 
 
 def apology(query: str) -> dict[str, Any]:

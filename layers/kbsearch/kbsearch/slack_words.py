@@ -82,6 +82,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "needs_folder": "`{key}:` needs a folder",
         "not_a_filter": "`{key}:` is not a filter: did you mean `{meant}:`? (to search for the word itself, leave out "
         "the colon)",
+        "word_not_filter": "(`{key}:` is searched as a word, not as a filter; the filter is `{meant}:`)",
         "bad_filter": "bad filter ({problem})",
         "needs_question": "filters need a question to go with them",
         "nothing_to_search": "the question has no letter or digit: nothing to search for",
@@ -130,6 +131,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "takes_date": "`{key}:` принимает дату вида 2026-01-01, а не «{value}»",
         "needs_folder": "для `{key}:` нужна папка",
         "not_a_filter": "`{key}:` — не фильтр: может быть, `{meant}:`? (чтобы искать само слово, уберите двоеточие)",
+        "word_not_filter": "(`{key}:` ищется как слово, это не фильтр; фильтр пишется `{meant}:`)",
         "bad_filter": "неверный фильтр ({problem})",
         "needs_question": "к фильтрам нужен вопрос",
         "nothing_to_search": "в вопросе нет ни буквы, ни цифры: искать нечего",
