@@ -3,7 +3,6 @@ its fix."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import boto3
@@ -41,14 +40,10 @@ def test_a_save_held_back_by_the_longest_full_sync_is_applied_not_dead_lettered(
     test_event_redrive (receive, invoke the real handler, let the reported messages come back); time is the
     retry delays the handler asks SQS for (a botocore hook reads them from its ChangeMessageVisibilityBatch call),
     and the sync's lease (moto's DynamoDB) is released once they add up to the longest hold."""
-    from tests.integration.test_event_redrive import _template_queue
+    from tests.integration.test_event_redrive import _template_queue, with_dead_letter_queue
 
     max_receives, _ = _template_queue()
-    dlq_url = aws.sqs.create_queue(QueueName="kb-search-test-events-dlq")["QueueUrl"]
-    dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    aws.sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes={
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}),
-    })  # fmt: skip
+    dlq_url = with_dead_letter_queue(aws, max_receives)
     indexer = Indexer(monkeypatch, tmp_path, None)
     asked: list[int] = []
     boto3.setup_default_session()
