@@ -13,7 +13,8 @@ returns ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` for the 
 could not be read or embedded, a full sync holding the lease, a poison message); metrics ``IndexLagSeconds``
 (event time → searchable, per change that changed the index; an event time delivery cannot explain, e.g. year 1 or
 the future, counts from the message's SentTimestamp: :func:`kbsearch.events.lag_s`) and the run's counts. Messages held back by a full sync are made
-visible again after ``LEASE_RETRY_S`` instead of the queue's visibility timeout. A run that could not list the KB,
+visible again after ``LEASE_RETRY_S`` instead of the queue's visibility timeout, each later receive longer
+(:func:`lease_retry_s`), so that a long full sync never sends them to the dead-letter queue. A run that could not list the KB,
 embed or write the index, or that is not configured, raises after logging its report, so the failure reaches the
 OnFailure destination and its alarm. A run that finds another holding the index lease touches nothing and returns
 ``{"status": "skipped", "reason": "another run holds the lease", ...}``.
@@ -54,6 +55,13 @@ EVENT_COUNTS = (
     "chunks_upserted", "chunks_deleted", "chunks_reused", "embedding_calls", "embedding_tokens", "times_refused",
 )  # fmt: skip
 LEASE_RETRY_S = 60  # a batch held back by a full sync is retried this soon, not after the visibility timeout
+#: each later receive of a message still held back waits this many times longer (60, 240, 960, 3,840 s): the
+#: fourth retry (the fifth receive, the template's maxReceiveCount) comes 5,100 s after the first receive, past the
+#: longest a full sync can hold the lease (the function's 900 s, then a killed run's lease until its expiry,
+#: INDEX_LEASE_TTL_S at most 3,600 s). At a flat 60 s a sync running 4 minutes past a save sent its event to the
+#: dead-letter queue (its alarm), and the note, saved after the sync's listing, waited for the next scheduled sync
+LEASE_RETRY_GROWTH = 4
+SQS_MAX_VISIBILITY_S = 43_200  # what ChangeMessageVisibility accepts at most (12 hours)
 
 
 class IndexerRunError(KbSearchError):
@@ -102,8 +110,18 @@ def _not_a_run(event: Any) -> str | None:
     return None
 
 
-def _retry_soon(event: dict[str, Any], message_ids: set[str], seconds: int) -> None:
-    """Best effort: make these messages visible again in ``seconds`` (ChangeMessageVisibilityBatch)."""
+def lease_retry_s(record: dict[str, Any]) -> int:
+    """When a message a full sync held back is retried: :data:`LEASE_RETRY_S` after its first receive, each later
+    receive :data:`LEASE_RETRY_GROWTH` times longer (its ``ApproximateReceiveCount``; a count SQS never sends reads
+    as the first)."""
+    attributes = record.get("attributes")
+    count = attributes.get("ApproximateReceiveCount") if isinstance(attributes, dict) else None
+    receives = int(count) if isinstance(count, str) and count.isascii() and count.isdigit() else 1
+    return min(SQS_MAX_VISIBILITY_S, LEASE_RETRY_S * LEASE_RETRY_GROWTH ** min(max(receives, 1) - 1, 16))
+
+
+def _retry_soon(event: dict[str, Any], message_ids: set[str]) -> None:
+    """Best effort: make these messages visible again at :func:`lease_retry_s` (ChangeMessageVisibilityBatch)."""
     records = [r for r in event.get("Records", []) if r.get("messageId") in message_ids and r.get("receiptHandle")]
     if not records:
         return
@@ -115,7 +133,7 @@ def _retry_soon(event: dict[str, Any], message_ids: set[str], seconds: int) -> N
         url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
         for start in range(0, len(records), 10):
             entries = [
-                {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": seconds}
+                {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": lease_retry_s(r)}
                 for i, r in enumerate(records[start : start + 10])
             ]
             sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
@@ -148,7 +166,7 @@ def handle_changes(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     _log_access_settings(data["warnings"])
     failed = set(report.failed_messages)
     if failed and report.error and "holds the index lease" in report.error:
-        _retry_soon(event, failed, LEASE_RETRY_S)
+        _retry_soon(event, failed)
     return {"batchItemFailures": [{"itemIdentifier": m} for m in sorted(failed)]}
 
 

@@ -33,6 +33,16 @@ def _template_queue() -> tuple[int, list[str]]:
     return int(queue["RedrivePolicy"]["maxReceiveCount"]), list(source["FunctionResponseTypes"])
 
 
+def with_dead_letter_queue(aws: EventPath, max_receives: int) -> str:
+    """The events queue given a dead-letter queue after ``max_receives`` (its ``RedrivePolicy``); the DLQ's URL."""
+    dlq_url: str = aws.sqs.create_queue(QueueName="kb-search-test-events-dlq")["QueueUrl"]
+    dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    aws.sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}),
+    })  # fmt: skip
+    return dlq_url
+
+
 def test_a_poison_message_reaches_the_events_dlq_after_max_receives_and_its_batch_is_applied_once(
     aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -42,11 +52,7 @@ def test_a_poison_message_reaches_the_events_dlq_after_max_receives_and_its_batc
     fires), the queue empty."""
     max_receives, response_types = _template_queue()
     assert response_types == ["ReportBatchItemFailures"] and max_receives >= 2
-    dlq_url = aws.sqs.create_queue(QueueName="kb-search-test-events-dlq")["QueueUrl"]
-    dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    aws.sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes={
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}),
-    })  # fmt: skip
+    dlq_url = with_dead_letter_queue(aws, max_receives)
     indexer = Indexer(monkeypatch, tmp_path, None)
     aws.receive()  # moto's s3:TestEvent
     aws.put(f"{PREFIX}good.md", note(1))

@@ -127,8 +127,10 @@ class EventPath:
             if not messages:
                 break
             for message in messages:
+                attributes = message.get("Attributes", {})
                 record = sqs_record(self._sequenced(message["Body"]), self.queue_arn, message["MessageId"],
-                                    sent_ms=message.get("Attributes", {}).get("SentTimestamp"))  # fmt: skip
+                                    receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
+                                    sent_ms=attributes.get("SentTimestamp"))  # fmt: skip
                 record["receiptHandle"] = message["ReceiptHandle"]
                 out.append(record)
             if not delete:

@@ -477,6 +477,12 @@ class Indexer:
 
         if report.error:
             return
+        # what this run wrote from its listing is written: its end recorded before the claims are read (and again
+        # by record_sync). A batch that wrote a note's older read after this read (and after this run applied the
+        # note again) finds the record once it has written and looks its notes up again
+        # (ChangeSync._reapply_after_sync); one that wrote before it is in the claims read below. Recorded at the
+        # end alone, a batch writing between the two found no end and checked nothing (rel39)
+        self.store.merge_metadata({SYNC_ENDED: time.time()})
         prefix = getattr(self.source, "prefix", "")
         by_name = {(key[len(prefix) :] if prefix and key.startswith(prefix) else key): (path, key)
                    for path, key in self._keys_written.items()}  # fmt: skip
@@ -2806,7 +2812,8 @@ def give_reach(store: Store, groups: list[str], sets: Iterable[str] = ()) -> boo
 
 
 #: Collection metadata: when the last full sync (or reconcile) ended, epoch seconds, whatever its outcome: an event
-#: batch that began before it checks the notes it wrote (:meth:`ChangeSync._reapply_after_sync`)
+#: batch that began before it checks the notes it wrote (:meth:`ChangeSync._reapply_after_sync`). Written twice by
+#: a sync: before it reads the batches' claims (:meth:`Indexer._reapply_claimed`) and in its last record
 SYNC_ENDED = "full_sync_ended"
 
 
@@ -3510,14 +3517,18 @@ class ChangeSync:
         this write) nor :meth:`_reapply_superseded` (no later claim) could see it, and the index held the older
         version until that event's retry or the next sync (rel37). So, when a full sync ended after this batch began
         (:data:`SYNC_ENDED`, read from the metadata :meth:`_catch_up_reach` reads anyway: no call on the common
-        path), each note this batch wrote is looked up again (one HEAD each, only then) and one whose ETag moved
+        path; within the clocks' slack, ``CLOCK_SLACK_S``: rel39), each note this batch wrote is looked up again (one HEAD each, only then) and one whose ETag moved
         since this batch read it is read and applied again (``superseded``), at most :data:`SUPERSEDED_ROUNDS`
         times, then its messages are retried. True when a note was applied again."""
+        from kbsearch.lease import CLOCK_SLACK_S
         from kbsearch.sources import current as current_entry
 
         ended = metadata.get(SYNC_ENDED)
         check = [p for p in done if p in todo and p != ACCESS_FILE]
-        if not check or not isinstance(ended, int | float) or ended < began:
+        # the end is the sync's clock, ``began`` this batch's: another machine's (a laptop's kbsearch index beside
+        # the Lambdas) may be seconds behind, so a record up to the clocks' slack before this batch began counts
+        # (a batch that began just after a sync ended looks its notes up needlessly: harmless, a HEAD each)
+        if not check or not isinstance(ended, int | float) or ended < began - CLOCK_SLACK_S:
             return False
         again_any = False
         for _ in range(SUPERSEDED_ROUNDS):
