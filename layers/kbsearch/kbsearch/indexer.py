@@ -481,8 +481,10 @@ class Indexer:
         # by record_sync). A batch that wrote a note's older read after this read (and after this run applied the
         # note again) finds the record once it has written and looks its notes up again
         # (ChangeSync._reapply_after_sync); one that wrote before it is in the claims read below. Recorded at the
-        # end alone, a batch writing between the two found no end and checked nothing (rel39)
-        self.store.merge_metadata({SYNC_ENDED: time.time()})
+        # end alone, a batch writing between the two found no end and checked nothing (rel39). Best effort: a store
+        # that fails this write leaves the end to record_sync, as before (the run's notes are written)
+        with contextlib.suppress(StoreError):
+            self.store.merge_metadata({SYNC_ENDED: time.time()})
         prefix = getattr(self.source, "prefix", "")
         by_name = {(key[len(prefix) :] if prefix and key.startswith(prefix) else key): (path, key)
                    for path, key in self._keys_written.items()}  # fmt: skip
