@@ -248,7 +248,7 @@ def test_the_apps_corpus_is_what_the_script_builds_from_the_debian_packages() ->
     corpus = ROOT / "eval" / "apps"
     built = module.build_corpus(debs)  # type: ignore[attr-defined]
     committed = {p.relative_to(corpus).as_posix(): p.read_text(encoding="utf-8")
-                 for p in corpus.rglob("*.md")} | {"pages.yaml": (corpus / "pages.yaml").read_text(encoding="utf-8")}  # fmt: skip
+                 for p in corpus.glob("[er][nu]/*.md")} | {"pages.yaml": (corpus / "pages.yaml").read_text(encoding="utf-8")}  # fmt: skip
     assert sorted(built) == sorted(committed)
     for rel, text in built.items():
         assert committed[rel] == text, rel
