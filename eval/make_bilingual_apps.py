@@ -163,12 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         "#   .venv/bin/python eval/make_bilingual_apps.py   # writes .kbsearch/bilapps/, eval/bilapps/, this file\n"
         "# then `kbsearch eval --classes eval/classes-bilapps.yaml`. Made by eval/make_bilingual_apps.py.\n"
     )
-    built = query_sets(bilingual.ROOT / KB, chosen)
-    for name, items in every_set(bilingual.ROOT / KB, chosen).items():
-        if name not in built:
-            print(f"{name}: {len(items)} queries, under {MIN_QUERIES}: dropped")
-    bilingual.write_sets(
-        built, KB, SETS, bilingual.HERE / "classes-bilapps.yaml", "eval/make_bilingual_apps.py", header
+    every = every_set(bilingual.ROOT / KB, chosen)
+    bilingual.write_kept(
+        every, MIN_QUERIES, KB, SETS, bilingual.HERE / "classes-bilapps.yaml", "eval/make_bilingual_apps.py", header
     )
     return 0
 
