@@ -217,6 +217,23 @@ def write_sets(
     listing.write_text(header + yaml.safe_dump(manifest, allow_unicode=True, sort_keys=False), "utf-8")
 
 
+def write_kept(
+    every: dict[str, list[dict[str, object]]],
+    minimum: int,
+    kb: str,
+    out: Path,
+    listing: Path,
+    script: str,
+    header: str,
+) -> None:
+    """:func:`write_sets` for the classes of ``every`` with ``minimum`` queries or more; each other class is named as
+    dropped (a held-out KB's small classes: make_bilingual_gimp.py, make_bilingual_apps.py)."""
+    for name, items in every.items():
+        if len(items) < minimum:
+            print(f"{name}: {len(items)} queries, under {minimum}: dropped")
+    write_sets({n: items for n, items in every.items() if len(items) >= minimum}, kb, out, listing, script, header)
+
+
 def main() -> int:
     vault = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_VAULT
     languages = build_kb(vault, ROOT / KB)

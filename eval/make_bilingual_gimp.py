@@ -98,12 +98,9 @@ def main() -> int:
         "#   .venv/bin/python eval/make_bilingual_gimp.py   # writes .kbsearch/bilgimp/, eval/bilgimp/, this file\n"
         "# then `kbsearch eval --classes eval/classes-bilgimp.yaml`. Made by eval/make_bilingual_gimp.py.\n"
     )
-    built = query_sets(bilingual.ROOT / KB, chosen)
-    for name, items in every_set(bilingual.ROOT / KB, chosen).items():
-        if name not in built:
-            print(f"{name}: {len(items)} queries, under {MIN_QUERIES}: dropped")
-    bilingual.write_sets(
-        built, KB, SETS, bilingual.HERE / "classes-bilgimp.yaml", "eval/make_bilingual_gimp.py", header
+    every = every_set(bilingual.ROOT / KB, chosen)
+    bilingual.write_kept(
+        every, MIN_QUERIES, KB, SETS, bilingual.HERE / "classes-bilgimp.yaml", "eval/make_bilingual_gimp.py", header
     )
     return 0
 

@@ -203,3 +203,52 @@ def test_the_third_bilingual_kb_holds_each_gimp_page_once_whose_russian_is_russi
         cyrillic = [share(str(q["query"])) >= 0.5 for name in (f"title-{lang}", f"title-{lang}-to-{other}")
                     for q in built[name]]  # fmt: skip
         assert all(c == (lang == "ru") for c in cyrillic), lang
+
+
+def test_the_fourth_bilingual_kb_holds_each_apps_page_once_whose_russian_is_russian_with_describe_classes(
+    tmp_path: Path,
+) -> None:
+    """Session 39 (issue 19, bil39): the fourth KB written in two languages, held out, keeps each page of the GNOME
+    applications' help corpus (eval/apps/, 173 pairs) in Russian or in English, never both, half each, with the
+    page's own bytes; every Russian page's body, title and <desc> are at least half Cyrillic (untranslated pages are
+    not in the corpus); the committed sets (eval/bilapps/) are what eval/make_bilingual_apps.py builds over it, ten
+    classes of 15 queries or more with describe-* among them (each asks the page's <desc> from pages.yaml), every
+    label names a note of it, and each class asks in the language it names for a page in the language it names."""
+    module, kb, chosen = _paired_kb(tmp_path, "make_bilingual_apps", "apps", [86, 87])
+    share = module.cyrillic_share  # type: ignore[attr-defined]
+    for page in (ROOT / "eval" / "apps").glob("ru/*.md"):
+        front, body = page.read_text(encoding="utf-8").split("\n---\n", 1)
+        assert share(body) >= 0.5 and share(yaml.safe_load(front.removeprefix("---\n"))["title"]) >= 0.5, page.name
+    pages = yaml.safe_load((ROOT / "eval" / "apps" / "pages.yaml").read_text(encoding="utf-8"))
+    assert sorted(f"{name}.md" for name in pages) == sorted(chosen)
+    assert all(share(p["ru"]) >= 0.5 and share(p["en"]) < 0.5 for p in pages.values())
+    built = module.query_sets(kb, chosen)  # type: ignore[attr-defined]
+    assert built == module.every_set(kb, chosen)  # type: ignore[attr-defined]  # nothing dropped
+    assert len(built) == 10 and all(len(items) >= 15 for items in built.values())
+    _committed_as_built("classes-bilapps.yaml", module.KB, kb, built)  # type: ignore[attr-defined]
+    for lang, other in (("en", "ru"), ("ru", "en")):
+        for kind in ("title", "describe"):
+            assert all(chosen[q["relevant"][0]] == lang for q in built[f"{kind}-{lang}"])
+            to = f"{kind}-{lang}-to-{other}"
+            assert built[to] and all(chosen[q["relevant"][0]] == other for q in built[to])
+            asked = [share(str(q["query"])) >= 0.5 for name in (f"{kind}-{lang}", to) for q in built[name]]
+            assert all(c == (lang == "ru") for c in asked), (kind, lang)
+        for name in (f"describe-{lang}", f"describe-{lang}-to-{other}"):
+            assert all(q["query"] == pages[str(q["relevant"][0])[:-3]][lang] for q in built[name])
+
+
+def test_the_apps_corpus_is_what_the_script_builds_from_the_debian_packages() -> None:
+    """eval/apps/ (notes and pages.yaml) is what eval/make_bilingual_apps.py --debs builds from the pinned .deb files
+    (skipped where they are not in .kbsearch/debs/)."""
+    module = _script("make_bilingual_apps")
+    debs = ROOT / ".kbsearch" / "debs"
+    missing = [deb for deb in module.DEBS if not (debs / deb).is_file()]  # type: ignore[attr-defined]
+    if missing:
+        pytest.skip(f"{missing} not in {debs} (apt-get download: eval/make_bilingual_apps.py's docstring)")
+    corpus = ROOT / "eval" / "apps"
+    built = module.build_corpus(debs)  # type: ignore[attr-defined]
+    committed = {p.relative_to(corpus).as_posix(): p.read_text(encoding="utf-8")
+                 for p in corpus.glob("[er][nu]/*.md")} | {"pages.yaml": (corpus / "pages.yaml").read_text(encoding="utf-8")}  # fmt: skip
+    assert sorted(built) == sorted(committed)
+    for rel, text in built.items():
+        assert committed[rel] == text, rel
