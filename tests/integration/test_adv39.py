@@ -11,11 +11,13 @@ from tests.integration.test_adv37 import synced_kb
 
 #: A note linking folders every way a writer does: a wiki-link to a folder (`[[ops/]]`, from the root `[[/ops/]]`,
 #: with a heading or an alias), and Markdown links to a folder's index page as a wiki exported from Git or MkDocs
-#: writes them (`[Runbooks](runbooks/)`, `[Deep](a/b/)`), beside one link to a note (`[[ops/Pager]]`) that stays.
+#: writes them (`[Runbooks](runbooks/)`, `[Deep](a/b/)`), a folder as a path's last part (`[here](ops/.)`,
+#: `[[a/b/..]]`), beside one link to a note (`[[ops/Pager]]`) that stays.
 FOLDER_LINKS = {
     "pub/Welcome.md": (
         "# Welcome\n\nThe teams: [[ops/]], [[/ops/|operations]], [[ops/#On call]].\n\n"
-        "Start with [Runbooks](runbooks/) and [Deep](a/b/), then [[ops/Pager]].\n"
+        "Start with [Runbooks](runbooks/) and [Deep](a/b/), then [[ops/Pager]].\n\n"
+        "The same folders as a path's last part: [here](ops/.), [[ops/.]], [[a/b/..]].\n"
     ),
     "ops/Pager.md": "# Pager\n\nwho is on call\n",
     "Ops.md": "# Ops\n\nthe root note named ops\n",
@@ -28,8 +30,8 @@ def test_a_link_to_a_folder_links_no_note_named_as_the_folder(tmp_path: Path, lo
     """`[[ops/]]` and `[Runbooks](runbooks/)` name a folder (its index page, in a wiki exported from Git or MkDocs),
     which Obsidian leaves unresolved; rev37d made `[[./]]` and `[[../]]` no link, but a folder named otherwise was
     read as the note of its name: `ops` resolved to `Ops.md`, `runbooks` to `teams/Runbooks.md`, `a/b` to `a/b.md`
-    (outgoing links the writer never wrote, backlinks on notes never linked). A link whose path ends in `/` is none;
-    the link to `ops/Pager` stays."""
+    (outgoing links the writer never wrote, backlinks on notes never linked; `[here](ops/.)` and `[[ops/.]]` too). A
+    link whose path's last part is empty, `.` or `..` is none; the link to `ops/Pager` stays."""
     settings, report = synced_kb(tmp_path, FOLDER_LINKS)
     assert report.error is None, report.error
     welcome = note_links(load_search_app, settings, None, "pub/Welcome.md")
