@@ -35,11 +35,14 @@ ROOT = Path(__file__).resolve().parents[2]
 #: from 4. 6 (rev34a, a ``$$`` block in a list item ended by the item's end): the same 3,061 notes, 0 differ from 5.
 #: 7 (rel35, a ``$$`` in a list item opened only by a closing in the item): the same 3,061 notes, 0 differ from 6.
 #: 8 (adv38, a relative link kept from the root): the same 3,061 notes, 0 differ from 7 (none holds a relative link).
+#: 9 (adv39, a link to a folder is none): the vault, sample-kb and the five corpora (man, gnome, lo, debdoc, gimp),
+#: 3,409 notes, 0 differ from 8 (none links a folder).
 READS_ALIKE: dict[int, frozenset[int]] = {
     5: frozenset({4}),
     6: frozenset({4, 5}),
     7: frozenset({4, 5, 6}),
     8: frozenset({4, 5, 6, 7}),
+    9: frozenset({4, 5, 6, 7, 8}),
 }
 
 

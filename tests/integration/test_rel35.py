@@ -272,7 +272,7 @@ def test_an_items_dollars_closed_only_after_the_item_are_indexed_as_prose_and_an
     heading, the tag lost). A collection recording rev34a's reading (6) is read again."""
     from kbsearch.markdown import PARSE_VERSION
 
-    assert PARSE_VERSION == 8  # adv38: relative links anchored at the root
+    assert PARSE_VERSION == 9  # adv39: a link to a folder is none
     body = "# Steps\n\n- item\n  $$\n  ## Inside #kept\n  quokka\nNext\n\n$$\n"
     # main: quokka under "Steps", no tag; 6: what rev34a's kb-search recorded
     quokka_under_and_read_again(tmp_path, body, "Steps > Inside #kept", 6)

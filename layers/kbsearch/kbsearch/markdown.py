@@ -24,7 +24,9 @@ from itertools import accumulate
 #: 7: a ``$$`` in a list item opens a block only when a line of the item closes it (a closing after the item's end
 #: made the item's lines math, rel35). 8: a relative link (``[[../ops/Runbook]]``) is kept from the KB's root
 #: (``/ops/Runbook``), its graph key anchored there, so it names the note at that whole path or none (adv38).
-PARSE_VERSION = 8
+#: 9: a link whose path ends in ``/`` (``[[ops/]]``, ``[Runbooks](runbooks/)``) names a folder, no note: it was the
+#: link ``ops``, resolved to a note of that name (adv39).
+PARSE_VERSION = 9
 
 _FENCE = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})(.*)")
 

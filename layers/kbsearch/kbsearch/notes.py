@@ -344,8 +344,11 @@ def relative_note(note: str, folder: str) -> str | None:
     the folder's name read as a note's named ``pub.md`` or a note titled ``pub``: rev37d); any other name as written
     (a name, or a path from the root). A relative path is given from the root with a leading ``/``
     (``/ops/Note``): its link names the note at that whole path or none, never a namesake in another folder, as
-    Obsidian leaves it unresolved (adv38; its key: :func:`kbsearch.links.link_key`)."""
-    if note in (".", ".."):
+    Obsidian leaves it unresolved (adv38; its key: :func:`kbsearch.links.link_key`). A path whose last part is
+    empty, ``.`` or ``..`` names a folder whatever its start (``[[ops/]]``, ``[[/ops/]]``, ``[Runbooks](runbooks/)``,
+    a folder's index page as a wiki exported from Git or MkDocs links it; ``[x](ops/.)``): no note, where it was read
+    as the note named ``ops`` (adv39)."""
+    if note.rpartition("/")[2] in ("", ".", ".."):
         return None
     if not note.startswith(("./", "../")):
         return note
