@@ -27,7 +27,7 @@ export SAM_CLI_TELEMETRY = 0
 NPM := $(shell command -v npm 2>/dev/null)
 INSPECTOR := tools/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: help install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-expanded eval-gate eval-man eval-gnome eval-lo eval-debdoc eval-gimp eval-bil load inspector
+.PHONY: help install lock run serve index test lint format unit build deploy clean bench eval eval-classes eval-expanded eval-gate eval-man eval-gnome eval-lo eval-debdoc eval-gimp eval-bil captures load inspector
 
 help: ## this list (plain `make` too): each target and what it does
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -126,6 +126,9 @@ eval-bil: $(STAMP) ## a KB written in two languages (each vault page in Russian 
 	$(BIN)/python eval/make_bilingual.py
 	$(BIN)/kbsearch eval --classes eval/classes-bil.yaml --oracle $(or $(ORACLE),e5) --phases lexical,dense,hybrid \
 		--oracle-cache .kbsearch/oracle/$(or $(ORACLE),e5).sqlite --gate
+
+captures: $(STAMP) ## every replay capture of issue 19 (each eval/classes*.yaml x e5, use) into CAPTURES (default .kbsearch/replay), a current one kept: eval/replay/capture_all.py, hours cold
+	nice -n 10 $(BIN)/python eval/replay/capture_all.py $(or $(CAPTURES),.kbsearch/replay) --record $(or $(CAPTURES),.kbsearch/replay)/caps.txt
 
 eval-gate: $(STAMP) ## CI: per-class eval with the bundled e5 on the vault's short notes; fails when hybrid loses > 0.005 to its best leg
 	$(BIN)/kbsearch eval --classes eval/gate.yaml --oracle e5 --phases lexical,dense,hybrid --gate 0.005

@@ -4,7 +4,9 @@
     .venv/bin/python eval/replay/replay.py .kbsearch/replay/*.pkl --variants eval/replay/variants_s24.py
 
 A capture file is named ``<model>-<anything>.pkl``. The defaults' replay is checked against the hybrid nDCG@10 the
-eval measured (``OK``: within 0.00006). A variants file defines ``VARIANTS``, a list of ``(name, hook)``: a hook is
+eval measured (``OK``: within 0.00006); each cell's gap over its best leg is flagged ``SHORT`` under its target, and
+each model's cells, ``SHORT`` and ``MISMATCH`` cells are counted. ``eval/replay/capture_all.py`` takes every capture
+(each ``eval/classes*.yaml`` × e5, USE) with one command. A variants file defines ``VARIANTS``, a list of ``(name, hook)``: a hook is
 called once per search with the fusion's per-note rows ``(note, _Note, dense after the close calls, rare-term
 agreement)`` and a context (the dense scale, the BM25 trust ``gain``, the legs, the pinned notes...) and returns each
 row's score (an exact match still gets its lead on top) or None for the defaults' scores (:func:`default_scores`,
@@ -572,13 +574,18 @@ def main(argv: list[str]) -> int:
         print_swaps(swaps(fusion, cells, params))
         return 0
     base = run(fusion, cells, params=params)
+    tally: dict[str, Counter[str]] = {}
     for key in sorted(cells):
         phases = cells[key]["phases"]
         replayed = _mean(base[key])
         gap = replayed - max(phases["lexical"], phases["dense"])
         same = "OK" if abs(replayed - phases["hybrid"]) < 6e-5 else f"MISMATCH (eval {phases['hybrid']:.4f})"
+        short = gap < _target(key[1])
         print(f"{key[0]:4} {key[1]:20} n={len(base[key]):4} lexical {phases['lexical']:.4f} dense "
-              f"{phases['dense']:.4f} hybrid {replayed:.4f} gap {gap:+.4f} {same}")  # fmt: skip
+              f"{phases['dense']:.4f} hybrid {replayed:.4f} gap {gap:+.4f}{' SHORT' if short else ''} {same}")  # fmt: skip
+        tally.setdefault(key[0], Counter()).update(cells=1, short=int(short), mismatch=int(same != "OK"))
+    for model, count in sorted(tally.items()):
+        print(f"{model}: {count['cells']} cells, {count['short']} SHORT, {count['mismatch']} MISMATCH")
     if args.variants:
         spec = importlib.util.spec_from_file_location("replay_variants", args.variants)
         if spec is None or spec.loader is None:

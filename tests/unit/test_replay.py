@@ -532,3 +532,26 @@ def test_a_capture_of_the_hybrid_phase_alone_replays_its_legs_for_the_gap(tmp_pa
     assert re.search(
         r"question-en +n= +5 lexical 0\.6262 dense 0\.6262 hybrid \d\.\d{4} gap [-+]\d\.\d{4}", done.stdout
     )
+
+
+def test_the_defaults_replay_flags_each_cell_under_its_target_and_counts_them_per_model(tmp_path: Path) -> None:
+    """Session 39 (cap39): the baseline's SHORT cells were counted by hand from each cell's gap; the defaults'
+    replay flags a cell ``SHORT`` when its gap is under its target (a same-language question +0.005, the rest
+    −0.005) and ends with each model's cells, SHORT and MISMATCH cells (the synthetic e5 phases 0.5: its replayed
+    hybrid 0.6262 is a MISMATCH; USE's BM25 set perfect: its replayed 1.0 is OK and 0 over the best leg, SHORT)."""
+    e5, use = _capture(tmp_path)
+    with use.open("rb") as f:
+        cells = pickle.load(f)  # noqa: S301 (the capture this test wrote)
+    cells["detail-ru"]["phases"] = {"lexical": 1.0, "dense": 0.5, "hybrid": 1.0}  # BM25 already perfect: gap 0
+    with use.open("wb") as f:
+        pickle.dump(cells, f)
+    done = _replay(e5, use, "--no-texts")
+    assert done.returncode == 0, done.stderr
+    assert "use: 1 cells, 1 SHORT, 0 MISMATCH" in done.stdout and "e5: 1 cells, 0 SHORT, 1 MISMATCH" in done.stdout
+    rows = re.findall(r"^(\w+) +(\S+) +n= *\d+ lexical \S+ dense \S+ hybrid (\S+) gap (\S+?)( SHORT)? (OK|MISMATCH)",
+                      done.stdout, re.MULTILINE)  # fmt: skip
+    assert sorted((model, cell) for model, cell, *_ in rows) == [("e5", "question-en"), ("use", "detail-ru")]
+    for model, _, hybrid, gap, short, same in rows:
+        best, eval_hybrid = (1.0, 1.0) if model == "use" else (0.5, 0.5)
+        assert float(gap) == pytest.approx(float(hybrid) - best, abs=1e-4)
+        assert bool(short) == (float(gap) < 0.005) and (same == "OK") == (abs(float(hybrid) - eval_hybrid) < 6e-5)
