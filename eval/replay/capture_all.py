@@ -5,7 +5,7 @@
 
 For each listing (``classes``, ``classes-bil``, ...; ``--only`` keeps the listings and models it names, listings in
 its order) and each model (``e5``, ``use``): the corpora the listing reads that are built, not committed
-(``.kbsearch/bil``, ``bilg``, ``bilgimp``: :data:`BUILDERS`), are built first; then ``capture.py`` runs the real
+(``.kbsearch/bil``, ``bilg``, ``bilgimp``, ``bilapps``: :data:`BUILDERS`), are built first; then ``capture.py`` runs the real
 ``kbsearch eval --classes <listing> --oracle <model> --phases lexical,dense,hybrid`` with the model's oracle cache
 (``<out>/oracle/<model>.sqlite``) and the timeouts its docstring gives, and writes ``<out>/<model>-<listing>.pkl``
 (the eval's own output goes to ``<out>/<model>-<listing>.log``). A capture already there is kept when it is current
@@ -40,6 +40,7 @@ BUILDERS = {
     ".kbsearch/bil": "eval/make_bilingual.py",
     ".kbsearch/bilg": "eval/make_bilingual_gnome.py",
     ".kbsearch/bilgimp": "eval/make_bilingual_gimp.py",
+    ".kbsearch/bilapps": "eval/make_bilingual_apps.py",
 }
 #: capture.py's docstring: a cold model on a busy host embeds slower than the providers' defaults allow
 TIMEOUTS = {"EMBEDDING_TIMEOUT_S": "900", "EMBEDDING_QUERY_TIMEOUT_S": "120"}
