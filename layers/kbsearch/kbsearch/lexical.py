@@ -172,16 +172,31 @@ _LATIN_CAPITALS = "ABCEHKMOPTXY"
 _CYRILLIC_CAPITALS = "АВЕКМНОРСТУХ"
 
 
+#: Two such capitals of the two scripts side by side: what :func:`_capitals_meet` looks for where each script writes
+#: many (a text in capitals of both languages).
+_CAPITALS_MEET = re.compile(f"[{_LATIN_CAPITALS}][{_CYRILLIC_CAPITALS}]|[{_CYRILLIC_CAPITALS}][{_LATIN_CAPITALS}]")
+#: The most capitals of the rarer script :func:`_capitals_meet` looks beside one by one; more, one regex scan.
+_CAPITALS_LOOKED_AT = 64
+
+
 def _capitals_meet(text: str) -> bool:
     """Whether two such capitals of the two scripts stand side by side in ``text``: where such a word may be. Found
     by ``str.find`` of each Latin one (a Russian note holds few), not by a regex, whose scan of every character
-    doubled the cost of reading a Russian note (:func:`_lowered`; walk39)."""
+    doubled the cost of reading a Russian note (:func:`_lowered`; walk39); none where the text holds no Cyrillic one
+    (an English note in capitals holding one character not ASCII, a dash, was read 40 times as slowly, looked
+    beside each of its capitals: rev39a), and past :data:`_CAPITALS_LOOKED_AT` of them the regex after all."""
+    if not any(c in text for c in _CYRILLIC_CAPITALS):
+        return False
+    looked = 0
     for latin in _LATIN_CAPITALS:
         at = text.find(latin)
         while at != -1:
             after = text[at + 1 : at + 2]
             if (at and text[at - 1] in _CYRILLIC_CAPITALS) or (after and after in _CYRILLIC_CAPITALS):
                 return True
+            looked += 1
+            if looked > _CAPITALS_LOOKED_AT:
+                return _CAPITALS_MEET.search(text) is not None
             at = text.find(latin, at + 1)
     return False
 
