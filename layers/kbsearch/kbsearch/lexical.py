@@ -175,7 +175,7 @@ _CYRILLIC_CAPITALS = "АВЕКМНОРСТУХ"
 #: Two such capitals of the two scripts side by side: what :func:`_capitals_meet` looks for where each script writes
 #: many (a text in capitals of both languages).
 _CAPITALS_MEET = re.compile(f"[{_LATIN_CAPITALS}][{_CYRILLIC_CAPITALS}]|[{_CYRILLIC_CAPITALS}][{_LATIN_CAPITALS}]")
-#: The most capitals of the rarer script :func:`_capitals_meet` looks beside one by one; more, one regex scan.
+#: The most Latin capitals :func:`_capitals_meet` looks beside one by one; past them, one regex scan.
 _CAPITALS_LOOKED_AT = 64
 
 
