@@ -20,7 +20,7 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -197,6 +197,17 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _cut_short(value: str, known: Iterable[str]) -> list[str]:
+    """The shortest held value that ``value`` (three letters or more) begins, case aside (``prod``: ``production``,
+    ``infra``: ``infrastructure``): a value cut short, which difflib's cutoff 0.6 no longer names (its ratio 0.57,
+    0.53; they were named at 0.5: rev39a); as a list, as :func:`difflib.get_close_matches` answers."""
+    start = value.casefold()
+    if len(start) < 3:
+        return []
+    longer = [k for k in known if len(k) > len(value) and k.casefold().startswith(start)]
+    return sorted(longer, key=lambda k: (len(k), k))[:1]
+
+
 @dataclass(frozen=True)
 class UnheldFilter:
     """A filter value no note the caller may read holds (a slip, ``runbok``), with the value meant, else the
@@ -286,7 +297,7 @@ class BrowseService:
                 # a slip of the value (``runbok``, ``actve``: one letter), not any value sharing letters with it:
                 # at 0.5, ``ops`` was answered "did you mean 'cost'?" (two of its three letters changed; walk39),
                 # where the list of the values held says what there is
-                meant = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+                meant = difflib.get_close_matches(value, known, n=1, cutoff=0.6) or _cut_short(value, known)
                 unheld.append(UnheldFilter(what, value, meant[0] if meant else None, tuple(known)))
         return unheld
 

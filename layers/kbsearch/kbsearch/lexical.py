@@ -172,16 +172,31 @@ _LATIN_CAPITALS = "ABCEHKMOPTXY"
 _CYRILLIC_CAPITALS = "АВЕКМНОРСТУХ"
 
 
+#: Two such capitals of the two scripts side by side: what :func:`_capitals_meet` looks for where each script writes
+#: many (a text in capitals of both languages).
+_CAPITALS_MEET = re.compile(f"[{_LATIN_CAPITALS}][{_CYRILLIC_CAPITALS}]|[{_CYRILLIC_CAPITALS}][{_LATIN_CAPITALS}]")
+#: The most Latin capitals :func:`_capitals_meet` looks beside one by one; past them, one regex scan.
+_CAPITALS_LOOKED_AT = 64
+
+
 def _capitals_meet(text: str) -> bool:
     """Whether two such capitals of the two scripts stand side by side in ``text``: where such a word may be. Found
     by ``str.find`` of each Latin one (a Russian note holds few), not by a regex, whose scan of every character
-    doubled the cost of reading a Russian note (:func:`_lowered`; walk39)."""
+    doubled the cost of reading a Russian note (:func:`_lowered`; walk39); none where the text holds no Cyrillic one
+    (an English note in capitals holding one character not ASCII, a dash, was read 40 times as slowly, looked
+    beside each of its capitals: rev39a), and past :data:`_CAPITALS_LOOKED_AT` of them the regex after all."""
+    if not any(c in text for c in _CYRILLIC_CAPITALS):
+        return False
+    looked = 0
     for latin in _LATIN_CAPITALS:
         at = text.find(latin)
         while at != -1:
             after = text[at + 1 : at + 2]
             if (at and text[at - 1] in _CYRILLIC_CAPITALS) or (after and after in _CYRILLIC_CAPITALS):
                 return True
+            looked += 1
+            if looked > _CAPITALS_LOOKED_AT:
+                return _CAPITALS_MEET.search(text) is not None
             at = text.find(latin, at + 1)
     return False
 
@@ -564,12 +579,15 @@ def query_language(query: str) -> str | None:
     # function word in capitals after other words ("поиск AND OR NOT") stays a name. Nor beside a Russian word in
     # lower case: a sentence in capitals quotes a Russian label as it is written, with a capital ("WHERE IS
     # Настройки"); a Russian word in lower case is the sentence's own, and the capitals before it an English name
-    # or acronym it names ("IT AS A SERVICE договор", "DO NOT DISTURB режим": walk39, rev37a's leftover).
+    # or acronym it names ("IT AS A SERVICE договор", "DO NOT DISTURB режим": walk39, rev37a's leftover). Not in an
+    # English question ("HOW DO I OPEN настройки", "WHAT IS THE сайт": a name opens with no question word), nor where
+    # the capitals go on after the Russian word ("HOW TO ADD A вложение TO A NOTE"): English sentences, as their
+    # forms in lower case are judged (rev39a: walk39 read them as Russian).
     shouted = (
         bool(bare)
         and _shouted_function_word(bare[0])
         and sum(map(_shouted_function_word, bare)) >= 2
-        and not any(_CYRILLIC_LETTER.search(w) and w[:1].islower() for w in bare)
+        and not _names_a_russian_word(bare)
     )
     kept = [i for i, w in enumerate(bare) if not naming.search(w) or (shouted and _shouted_function_word(w))]
     stripped = [bare[i] for i in kept]
@@ -629,6 +647,23 @@ _QUOTED_LABEL = re.compile(r"[А-ЯЁ][а-яёА-ЯЁ'’]*(?:-[а-яёА-ЯЁ'�
 def _quoted_name(word: str) -> bool:
     """A Latin word opening with a capital (:func:`query_language`: beside a Russian word, a quoted English name)."""
     return word[:1].isupper() and _QUOTED_NAME.match(word) is not None
+
+
+#: The English words that open a question: a sentence in capitals opening with one asks in English, whatever Russian
+#: word in lower case it names ("HOW DO I OPEN настройки"; rev39a).
+_QUESTION_OPENERS = frozenset("how what where when why which who whom whose".split())
+
+
+def _names_a_russian_word(bare: list[str]) -> bool:
+    """Whether the capitals of a query opening with an English function word in capitals name a Russian word typed in
+    lower case that ends it ("IT AS A SERVICE договор"): a Russian question about an English name, not an English
+    question (no question word opens it, no function word in capitals follows the Russian word; walk39, rev39a)."""
+    first = next((i for i, w in enumerate(bare) if _CYRILLIC_LETTER.search(w) and w[:1].islower()), None)
+    return (
+        first is not None
+        and bare[0].rstrip(":.").lower() not in _QUESTION_OPENERS
+        and not any(map(_shouted_function_word, bare[first + 1 :]))
+    )
 
 
 def _shouted_function_word(word: str) -> bool:

@@ -289,8 +289,11 @@ def parse_text(text: str) -> Intent:
             meant = filter_meant(key, value) if value else None
             if meant is not None:  # a search without the filter meant would answer another question
                 return usage("not_a_filter", key=m.group("key"), meant=meant)
-            like = _slip_of(key) if value else None  # a listed English word (``tab:guide``): searched, and said so
-            if like is not None and (m.group("key"), like) not in kept:
+            # a listed English word (``tab:guide``): searched, and said so; not where the filter could not take the
+            # value (``alter:ego``: ``after:`` takes a date, and a date would have been refused above as the slip),
+            # and once a key however it is cased (``tab:a TAB:b``)
+            like = _slip_of(key) if value else None
+            if like is not None and FILTER_KEYS[like] != "updated_after" and all(k.lower() != key for k, _ in kept):
                 kept.append((m.group("key"), like))
             query.append(m.group(0))
             continue
