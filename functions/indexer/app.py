@@ -131,14 +131,25 @@ def _retry_soon(event: dict[str, Any], message_ids: set[str]) -> None:
         _, _, _, region, account, name = str(records[0].get("eventSourceARN", "")).split(":", 5)
         sqs = boto3.client("sqs", region_name=region)
         url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        refused: dict[str, int] = {}
         for start in range(0, len(records), 10):
             entries = [
                 {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": lease_retry_s(r)}
                 for i, r in enumerate(records[start : start + 10])
             ]
-            sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+            answer = sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+            for failed in answer.get("Failed") or ():  # a batch call answers 200 with the entries it refused
+                code = str(failed.get("Code") or "refused")[:80]
+                refused[code] = refused.get(code, 0) + 1
     except Exception as exc:  # they come back after the visibility timeout instead
         logger.warning("could not shorten the retry delay", extra={"error": type(exc).__name__})
+        return
+    if refused:  # each such message comes back after the queue's visibility timeout, not at its retry delay
+        logger.warning(
+            "could not set the retry delay of %d held-back message(s)",
+            sum(refused.values()),
+            extra={"refused": refused},
+        )
 
 
 def handle_changes(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -234,3 +234,21 @@ def test_missing_api_key_is_403_through_serve(served_with_keys: str) -> None:
     assert ok.status_code == 200 and names == {"kb_search", "kb_get_note", "kb_list"}
     get = httpx.get(f"{served_with_keys}/mcp", headers={"x-api-key": "mcp-key"}, timeout=10)
     assert get.status_code == 405 and get.headers["allow"] == "POST"
+
+
+def test_a_resource_uri_s_scheme_and_host_are_read_in_any_case_its_path_is_not(app) -> None:
+    """RFC 3986: a URI's scheme and host are case-insensitive, so ``KB://NOTE/en/Glossary.md`` names the note
+    ``kb://note/en/Glossary.md`` does (it was -32002, adv39's leftover); the path keeps its case, and a look-alike
+    of the scheme outside ASCII (the Kelvin sign, which ``str.lower`` makes ``k``) names nothing."""
+
+    def read(uri: str) -> dict[str, Any]:
+        body = {"jsonrpc": "2.0", "id": 7, "method": "resources/read", "params": {"uri": uri}}
+        status, _, answer = post(app, body)
+        assert status == 200
+        return answer
+
+    for uri in ("KB://NOTE/en/Glossary.md", "Kb://Note/en/Glossary.md", "kb://note/en/Glossary.md"):
+        contents = read(uri)["result"]["contents"][0]
+        assert contents["uri"] == "kb://note/en/Glossary.md" and contents["text"]
+    for uri in ("kb://note/EN/GLOSSARY.MD", "\u212ab://note/en/Glossary.md", "kb:/note/en/Glossary.md"):
+        assert read(uri)["error"]["code"] == -32002, uri

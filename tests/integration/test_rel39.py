@@ -81,3 +81,30 @@ def test_a_save_held_back_by_the_longest_full_sync_is_applied_not_dead_lettered(
         assert asked[0] == 60, asked  # the common case, a sync of a few seconds: retried as soon as before
     finally:
         boto3.setup_default_session()  # a fresh session: the hook goes with the old one
+
+
+def test_held_back_messages_whose_retry_delay_sqs_refused_are_said(
+    aws: EventPath, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ChangeMessageVisibilityBatch answers 200 with the entries it refused (``Failed``: a receipt handle gone
+    stale, a delay past what is left of a message's 12 hours): the handler read only the call's success, so such a
+    message came back after the queue's visibility timeout (5,400 s), not at its retry delay, and nothing said so
+    (rev39b's leftover). Now the refusals are logged, by code and count, no receipt handle."""
+    indexer = Indexer(monkeypatch, tmp_path, None)
+    aws.receive()  # moto's s3:TestEvent
+    sync = Lease(TABLE, "index#kb", ttl_s=600, client=boto3.client("dynamodb", region_name="us-east-1"),
+                 owner="full sync")  # fmt: skip
+    sync.acquire()
+    try:
+        aws.put(f"{PREFIX}saved.md", note(1))
+        batch = aws.receive(delete=False)
+        assert batch
+        stale = [{**record, "receiptHandle": "stale-handle-of-an-earlier-receive"} for record in batch]
+        caplog.clear()
+        failed = set(indexer(stale))
+        assert failed == {r["messageId"] for r in batch}  # held back by the sync, as before
+        said = [r for r in caplog.records if r.getMessage().startswith("could not set the retry delay")]
+        assert len(said) == 1 and vars(said[0])["refused"] == {"ReceiptHandleIsInvalid": len(batch)}, said
+        assert "stale-handle" not in caplog.text
+    finally:
+        sync.release()

@@ -131,7 +131,10 @@ def read_resource(backend: Backend, params: dict[str, Any], deadline: Deadline |
     uri = params.get("uri")
     if not isinstance(uri, str) or not uri:
         raise RpcError(INVALID_PARAMS, "Invalid params: uri must be a string")
-    if not uri.startswith(URI_PREFIX):
+    head = uri[: len(URI_PREFIX)]
+    # a URI's scheme and host are case-insensitive (RFC 3986, 3.1 and 3.2.2): ``KB://Note/`` is ``kb://note/``; the
+    # path is not. ASCII only: ``str.lower`` makes the Kelvin sign ``k``, and no such URI was ever handed out
+    if not (head.isascii() and head.lower() == URI_PREFIX):
         raise RpcError(RESOURCE_NOT_FOUND, f"Resource not found: only {URI_PREFIX}<path> URIs exist", _about(uri))
     from kbsearch.sources import percent_decoded
 
